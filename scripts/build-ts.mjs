@@ -2,13 +2,12 @@
 // a thin wrapper over the CommonJS build, so that `import` and `require` share one module instance
 // (one GradzipError class, one native binding: no dual-package hazard).
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
-rmSync(path.join(root, 'dist'), { recursive: true, force: true });
 const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
 execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.json')], { stdio: 'inherit' });
 mkdirSync(path.join(root, 'dist', 'esm'), { recursive: true });
