@@ -72,6 +72,8 @@ void randomk_decode(const DecodeArgs& a);
 // Sorted index set of FORMAT 3.5 (shared with CUDA host code and tests).
 void randomk_indices(uint64_t seed, uint64_t n, uint64_t k, uint64_t* idx_out);
 
-// ---- non-finite handling (native/core/packet.cc): returns x itself, or a sanitized copy in `tmp`
-// (nonFinite:'zero'), or throws NONFINITE.
+// ---- non-finite input: every *_encode must detect NaN/±Inf in x (fused into its own pass, e.g. from the
+// integer max of the magnitude bits: non-finite iff >= 0x7F800000) and throw Error(ErrCode::NONFINITE, ...).
+// With Params::nonfinite_zero, packet.cc first scans x and, only if it finds one, hands the encoder a sanitized
+// copy (non-finite -> +0.0f), so encoders never see non-finite values in that mode.
 }  // namespace gz
