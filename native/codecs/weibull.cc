@@ -28,6 +28,7 @@ double p_series(double a, double x, double lga) {
 
 // Continued fraction Q(a, x) for x >= a + 1 (modified Lentz), with log Γ(a) given.
 double q_cfrac(double a, double x, double lga) {
+  if (!(x < 1e300)) return 0.0;  // Q(a, ∞) = 0 (and avoids ∞ − ∞ below)
   const double tiny = 1e-300;
   double b = x + 1.0 - a, c = 1.0 / tiny, d = 1.0 / b, h = d;
   for (int i = 1; i < kMaxIter; ++i) {
