@@ -15,3 +15,4 @@ export { info } from './info';
 export type { Info, CudaInfo } from './info';
 export { GradzipError } from './errors';
 export type { GradzipErrorCode } from './errors';
+export * as comm from './comm';

@@ -1,0 +1,12 @@
+// Collectives: Group over the in-process (worker_threads + SharedArrayBuffer) and MPI transports.
+export { Group } from './group';
+export type { AllreduceOptions, GossipOptions, GroupStats, CompressorLike, ErrorFeedbackOptions } from './group';
+export { runInProcess } from './inprocess';
+export type { InProcessOptions } from './inprocess';
+export { mpi, mpiAvailable } from './mpi';
+export type { MpiOptions } from './mpi';
+export { ringMatrix, torusMatrix, torusShape, validateMixingMatrix, mixingMatrix, symmetricEigenvalues } from './topology';
+export type { Topology, MixingInfo } from './topology';
+export { deriveSeed } from './util';
+export { planFusion } from './fusion';
+export type { Transport, ExchangeSpec } from './transport';
