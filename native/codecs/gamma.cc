@@ -190,7 +190,7 @@ void decode_chunk(const Geom& g, ChunkView ck, uint64_t c, float* out, float alp
     const uint32_t nbits = load_u32le(ck.p + 4 * bi);
     if (nbits >= 0x7F800000u) corrupt("negative or non-finite bucket scale");
     const float w = ref::u2f(nbits) / fs;
-    float* o = out + b0;
+    float* o = STORE ? out + b0 : nullptr;
     if (g.sparse) {
       const uint64_t nnz = br.get_gamma(floor_log2_u64(m + 1)) - 1;
       if (nnz > m) corrupt("non-zero count larger than the bucket");
