@@ -197,6 +197,24 @@ describe('round trip on arbitrary input and options', () => {
       { seed: SEED + 5, numRuns: Math.ceil(RUNS / 3) },
     );
   });
+  it('the bytes do not depend on the SIMD path or the thread count (forceScalar, threads 1 / 2)', () => {
+    fc.assert(
+      fc.property(vecArb, specArb, fc.integer({ min: 0, max: 2 ** 31 }), (v, spec, seed) => {
+        const ref = Buffer.from(make(spec).compress(v, { seed }));
+        for (const extra of [{ forceScalar: true }, { threads: 1 }, { threads: 2 }]) {
+          const p = factories[spec.kind]({ ...spec.opts, ...extra }).compress(v, { seed });
+          if (!ref.equals(Buffer.from(p))) throw new Error(`${spec.kind} ${JSON.stringify(spec.opts)} ${JSON.stringify(extra)}: bytes differ`);
+        }
+        const pkt = new Uint8Array(ref);
+        const d0 = decompress(pkt);
+        for (const o of [{ forceScalar: true }, { threads: 2 }]) {
+          const d = decompress(pkt, undefined, o);
+          if (!Buffer.from(d.buffer, d.byteOffset, d.byteLength).equals(Buffer.from(d0.buffer, d0.byteOffset, d0.byteLength))) throw new Error(`${spec.kind}: decode differs with ${JSON.stringify(o)}`);
+        }
+      }),
+      { seed: SEED + 6, numRuns: Math.ceil(RUNS / 2) },
+    );
+  });
   it('decompressAdd(p, acc, a) is exactly acc + fround(a * decoded) per element (no FMA)', () => {
     fc.assert(
       fc.property(vecArb, specArb, fc.constantFrom(1, 0.25, -0.5, 3), (v, spec, alpha) => {
