@@ -118,14 +118,31 @@ void quantize_scalar(const Tables& T, const float* x, uint64_t i0, uint64_t m, B
   }
 }
 
-// ---- AVX2 quantizer: same results; requires i0 % 8 == 0 or handles the misaligned head via the u16 buffer.
-GZ_AVX2 void quantize_avx2(const Tables& T, const float* x, uint64_t i0, uint64_t m, BucketScale bs, uint64_t seed,
-                           uint8_t* codes_out, uint32_t* ubuf /* >= 4*(kSub/8 + 2) words */) {
+// ---- AVX2 quantizer: the same float operations as the reference, so the same codes.
+// τ: for L <= 16, the count of interior levels q_1..q_{L-1} that are <= a (q strictly increasing, so this is the
+// largest t with q_t <= a); q_τ and d_τ by in-register permutes. For L > 16: a 1024-cell table gives a lower bound
+// of τ and a gathered forward scan finishes it. Codes are packed eight at a time by shifts (pext is microcoded on AMD before Zen 3).
+// Eight W-bit fields held one per byte (W <= 8) -> 8·W contiguous bits, field 0 lowest.
+GZ_AVX2 inline uint64_t compact_bytes(uint64_t v, uint32_t W) {
+  v = (v & 0x00FF00FF00FF00FFull) | (((v >> 8) & 0x00FF00FF00FF00FFull) << W);
+  v = (v & 0x0000FFFF0000FFFFull) | (((v >> 16) & 0x0000FFFF0000FFFFull) << (2 * W));
+  return (v & 0xFFFFFFFFull) | ((v >> 32) << (4 * W));
+}
+
+template <bool kSmall>
+GZ_AVX2 void quantize_avx2_t(const Tables& T, const float* x, uint64_t i0, uint64_t m, BucketScale bs, uint64_t seed,
+                             uint8_t* codes_out, uint32_t* ubuf /* >= 4*(kSub/8 + 2) words */) {
   const __m256 rM = _mm256_set1_ps(bs.rM), one = _mm256_set1_ps(1.f), G = _mm256_set1_ps(float(kCells));
   const __m256 k65536 = _mm256_set1_ps(65536.f);
   const __m256i absmask = _mm256_set1_epi32(0x7FFFFFFF), onei = _mm256_set1_epi32(1);
-  const __m256i Lm1 = _mm256_set1_epi32(int(T.L) - 1), zero = _mm256_setzero_si256();
-  alignas(32) uint32_t codes[8];
+  const __m256i Lm1 = _mm256_set1_epi32(int(T.L) - 1), zero = _mm256_setzero_si256(), seven = _mm256_set1_epi32(7);
+  const uint32_t W = T.W;
+  const uint64_t cb_total = code_bytes(m, W);
+  __m256 qb[16];
+  const __m256 q_lo = _mm256_loadu_ps(T.q), q_hi = _mm256_loadu_ps(T.q + 8);
+  const __m256 d_lo = _mm256_loadu_ps(T.d), d_hi = _mm256_loadu_ps(T.d + 8);
+  if (kSmall)
+    for (uint32_t u = 1; u < T.L; ++u) qb[u] = _mm256_set1_ps(T.q[u]);
   for (uint64_t e0 = 0; e0 < m; e0 += kSub) {
     const uint64_t mm = std::min<uint64_t>(kSub, m - e0);
     const uint64_t ib = i0 + e0;
@@ -151,16 +168,26 @@ GZ_AVX2 void quantize_avx2(const Tables& T, const float* x, uint64_t i0, uint64_
       const __m256 ax = _mm256_castsi256_ps(_mm256_and_si256(xb, absmask));
       __m256 a = _mm256_mul_ps(ax, rM);
       a = _mm256_min_ps(a, one);  // a is never NaN (finite |x|, finite rM)
-      __m256i t = _mm256_i32gather_epi32(T.cell, _mm256_cvttps_epi32(_mm256_mul_ps(a, G)), 4);
-      for (;;) {
-        const __m256 qn = _mm256_i32gather_ps(T.q + 1, t, 4);
-        const __m256i up = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(qn, a, _CMP_LE_OQ)),
-                                            _mm256_cmpgt_epi32(Lm1, t));
-        if (_mm256_testz_si256(up, up)) break;
-        t = _mm256_sub_epi32(t, up);  // up lanes are -1
+      __m256i t;
+      __m256 qt, dt;
+      if (kSmall) {
+        t = zero;
+        for (uint32_t u = 1; u < T.L; ++u) t = _mm256_sub_epi32(t, _mm256_castps_si256(_mm256_cmp_ps(qb[u], a, _CMP_LE_OQ)));
+        const __m256 hi8 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(t, seven));
+        qt = _mm256_blendv_ps(_mm256_permutevar8x32_ps(q_lo, t), _mm256_permutevar8x32_ps(q_hi, t), hi8);
+        dt = _mm256_blendv_ps(_mm256_permutevar8x32_ps(d_lo, t), _mm256_permutevar8x32_ps(d_hi, t), hi8);
+      } else {
+        t = _mm256_i32gather_epi32(T.cell, _mm256_cvttps_epi32(_mm256_mul_ps(a, G)), 4);
+        for (;;) {
+          const __m256 qn = _mm256_i32gather_ps(T.q + 1, t, 4);
+          const __m256i up = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(qn, a, _CMP_LE_OQ)),
+                                              _mm256_cmpgt_epi32(Lm1, t));
+          if (_mm256_testz_si256(up, up)) break;
+          t = _mm256_sub_epi32(t, up);  // up lanes are -1
+        }
+        qt = _mm256_i32gather_ps(T.q, t, 4);
+        dt = _mm256_i32gather_ps(T.d, t, 4);
       }
-      const __m256 qt = _mm256_i32gather_ps(T.q, t, 4);
-      const __m256 dt = _mm256_i32gather_ps(T.d, t, 4);
       __m256 p = _mm256_div_ps(_mm256_sub_ps(a, qt), dt);
       p = _mm256_min_ps(p, one);
       const __m256i Th = _mm256_cvttps_epi32(_mm256_mul_ps(p, k65536));
@@ -168,12 +195,23 @@ GZ_AVX2 void quantize_avx2(const Tables& T, const float* x, uint64_t i0, uint64_
       const __m256i rup = _mm256_cmpgt_epi32(Th, u);  // u < T
       const __m256i z = _mm256_sub_epi32(t, rup);
       const __m256i neg = _mm256_srli_epi32(xb, 31);
-      const __m256i s = _mm256_andnot_si256(_mm256_cmpeq_epi32(z, zero), neg);
-      const __m256i code = _mm256_or_si256(_mm256_slli_epi32(z, 1), _mm256_and_si256(s, onei));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(codes), code);
-      put_group(codes_out + ((e0 + e) / 8) * T.W, codes, cnt, T.W);
+      const __m256i sgn = _mm256_andnot_si256(_mm256_cmpeq_epi32(z, zero), neg);
+      const __m256i code = _mm256_or_si256(_mm256_slli_epi32(z, 1), _mm256_and_si256(sgn, onei));
+      // 8 codes -> 8 bytes -> 8·W bits. Lanes past cnt hold codes of zero-padded x: code 0.
+      const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(code), _mm256_extracti128_si256(code, 1));
+      const uint64_t bytes8 = uint64_t(_mm_cvtsi128_si64(_mm_packus_epi16(w16, w16)));
+      const uint64_t packed = compact_bytes(bytes8, W);
+      const uint64_t off = ((e0 + e) / 8) * W;
+      if (off + 8 <= cb_total) std::memcpy(codes_out + off, &packed, 8);  // spill is overwritten by the next group
+      else std::memcpy(codes_out + off, &packed, (cnt * W + 7) / 8);
     }
   }
+}
+
+GZ_AVX2 void quantize_avx2(const Tables& T, const float* x, uint64_t i0, uint64_t m, BucketScale bs, uint64_t seed,
+                           uint8_t* codes_out, uint32_t* ubuf) {
+  if (T.L <= 16) quantize_avx2_t<true>(T, x, i0, m, bs, seed, codes_out, ubuf);
+  else quantize_avx2_t<false>(T, x, i0, m, bs, seed, codes_out, ubuf);
 }
 
 int eff_threads(int t) { return t > 0 ? t : default_threads(); }
