@@ -121,8 +121,8 @@ uint64_t encode_chunk(const Geom& g, uint64_t seed, const float* x, uint64_t c, 
     const float* v = x + b0;
     const float N = bucket_norm(g, v, m);
     store_u32le(dst + 4 * bi, ref::f2u(N));
-    float r65536, s65536;
-    ref::qsgd_bucket_consts(N, g.s, &r65536, &s65536);
+    float r65536, s65536, pre;
+    ref::qsgd_bucket_consts(N, g.s, &r65536, &s65536, &pre);
     if (g.sparse) {
       uint32_t nnz = 0;
       zeta.resize(m);
@@ -133,7 +133,7 @@ uint64_t encode_chunk(const Geom& g, uint64_t seed, const float* x, uint64_t c, 
           const Philox4 w = philox_block(seed, ublk, 0);
           for (int q = 0; q < 8; ++q) u16[q] = uint16_t(w.v[q >> 1] >> (16 * (q & 1)));
         }
-        const uint32_t z = ref::qsgd_zeta(v[i], r65536, s65536, u16[gi & 7]);
+        const uint32_t z = ref::qsgd_zeta(v[i] * pre, r65536, s65536, u16[gi & 7]);
         zeta[i] = z;
         nnz += z != 0;
       }
@@ -155,7 +155,7 @@ uint64_t encode_chunk(const Geom& g, uint64_t seed, const float* x, uint64_t c, 
           const Philox4 w = philox_block(seed, ublk, 0);
           for (int q = 0; q < 8; ++q) u16[q] = uint16_t(w.v[q >> 1] >> (16 * (q & 1)));
         }
-        const uint32_t z = ref::qsgd_zeta(v[i], r65536, s65536, u16[gi & 7]);
+        const uint32_t z = ref::qsgd_zeta(v[i] * pre, r65536, s65536, u16[gi & 7]);
         const uint32_t sg = (z != 0) & (v[i] < 0.f);
         if (tab) {
           bw.put(tab->code[2 * z + sg], tab->len[2 * z + sg]);

@@ -85,11 +85,11 @@ static std::vector<float> qsgd_reference(const std::vector<float>& x, uint32_t s
   for (uint64_t b0 = 0; b0 < x.size(); b0 += b) {
     const uint64_t m = std::min<uint64_t>(b, x.size() - b0);
     const float N = nm == NORM_L2 ? ref::l2_norm(&x[b0], m) : ref::linf_norm(&x[b0], m);
-    float r65536, s65536;
-    ref::qsgd_bucket_consts(N, s, &r65536, &s65536);
+    float r65536, s65536, pre;
+    ref::qsgd_bucket_consts(N, s, &r65536, &s65536, &pre);
     const float w = N / float(s);
     for (uint64_t i = 0; i < m; ++i) {
-      const uint32_t z = ref::qsgd_zeta(x[b0 + i], r65536, s65536, uniform16(seed, b0 + i));
+      const uint32_t z = ref::qsgd_zeta(x[b0 + i] * pre, r65536, s65536, uniform16(seed, b0 + i));
       out[b0 + i] = ref::qsgd_value(w, z, z && x[b0 + i] < 0.f);
     }
   }
@@ -156,6 +156,10 @@ static void test_qsgd_roundtrip() {
           // special values: zeros bucket, -0.0, one-hot
           if (n >= 7) { x[0] = -0.f; x[1] = 0.f; x[n / 2] = 1e-30f; }
           if (n >= 1000) for (uint64_t i = 100; i < 100 + 2 * b && i < n; ++i) x[i] = 0.f;
+          if (n >= 4097) {  // tiny buckets (N < 2^-64: pre-scaled quantizer), subnormals, huge values
+            for (uint64_t i = 3000; i < 3000 + 2 * b && i < n; ++i) x[i] *= (i & 1) ? 1e-30f : 1e-40f;
+            for (uint64_t i = 4000; i < 4000 + b && i < n; ++i) x[i] *= 1e30f;
+          }
           const uint64_t seed = 1000 + n + s;
           const std::vector<float> want = qsgd_reference(x, s, b, nm, seed);
           std::vector<float> dg, ds;
@@ -188,7 +192,10 @@ static void test_qsgd_roundtrip() {
 }
 
 static void test_qsgd_fixed_equal() {
-  const std::vector<float> x = gauss(10007, 3);
+  std::vector<float> x = gauss(10007, 3);
+  for (uint64_t i = 2000; i < 3100; ++i) x[i] *= 1e-41f;   // subnormal buckets
+  for (uint64_t i = 5000; i < 6100; ++i) x[i] *= 3e-25f;   // N < 2^-64
+  for (uint64_t i = 7000; i < 8100; ++i) x[i] *= 1e35f;
   for (uint32_t s : {1u, 4u, 15u, 255u, 65535u})
     for (uint32_t b : {7u, 512u}) {
       Bytes pf;
