@@ -28,7 +28,11 @@ GZ_HD int floor_log2(float A) {
   int ex = int(b >> 23);
   if (ex > 0) return ex - 127;
   // subnormal: value = m * 2^-149
+#if defined(__CUDA_ARCH__)
+  int msb = 31 - __clz(int(b));
+#else
   int msb = 31 - __builtin_clz(b);
+#endif
   return msb - 149;
 }
 
@@ -77,11 +81,19 @@ GZ_HD uint32_t qsgd_zeta(float x, float r65536, float s65536, uint32_t u) {
   return (t >> 16) + (u < (t & 0xFFFFu) ? 1u : 0u);
 }
 
-// Per-bucket scalar quantities of QSGD: r = s/N, then the two exact scalings.
-GZ_HD void qsgd_bucket_consts(float N, uint32_t s, float* r65536, float* s65536) {
-  float r = N > 0.f ? float(s) / N : 0.f;
+// Tiny-scale pre-scaling (FORMAT 3.1): c = 2^64 when N < 2^-64, else 1. The quantizer works on |v_i| * c against
+// N * c (both products exact), so r * 65536 can never overflow (r = s / N would be +inf for subnormal N, and
+// 0 * inf = NaN would round zeros to level s). Callers pass x * c to qsgd_zeta.
+GZ_HD float qsgd_prescale(float N) { return N < 5.42101086e-20f ? 18446744073709551616.f : 1.f; }
+
+// Per-bucket scalar quantities of QSGD: c (above), r = s/(N*c), then the two exact scalings.
+GZ_HD void qsgd_bucket_consts(float N, uint32_t s, float* r65536, float* s65536, float* c = nullptr) {
+  const float pre = qsgd_prescale(N);
+  const float Nc = N * pre;
+  float r = Nc > 0.f ? float(s) / Nc : 0.f;
   *r65536 = r * 65536.f;
   *s65536 = float(s) * 65536.f;
+  if (c) *c = pre;
 }
 
 // Decoded value for zeta and canonical sign.

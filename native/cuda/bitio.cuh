@@ -1,0 +1,62 @@
+// Device bit reader for the LSB-first streams of FORMAT section 4 (Elias-gamma LSB-first variant).
+// Mirrors core/bitio.h's BitReader checks: reading past the end, gamma codes longer than maxN, leftover bytes
+// and non-zero padding all set `bad` (the caller flags the packet as corrupt).
+#pragma once
+#include "cuda/common.cuh"
+
+namespace gzc {
+
+struct DevBitReader {
+  const uint8_t* p;
+  uint64_t end_bits, pos = 0;  // absolute bit positions within [p, p + len)
+  uint64_t buf = 0;            // bits [pos, pos + avail)
+  int avail = 0;
+  uint64_t next_byte = 0;
+  bool bad = false;
+  __device__ DevBitReader(const uint8_t* q, uint64_t len) : p(q), end_bits(len * 8) {}
+  __device__ __forceinline__ void refill() {
+    while (avail <= 56) {
+      const uint64_t b = next_byte * 8 < end_bits ? p[next_byte] : 0;
+      buf |= b << avail;
+      avail += 8;
+      ++next_byte;
+    }
+  }
+  __device__ __forceinline__ uint32_t bit() {
+    refill();
+    const uint32_t v = uint32_t(buf & 1);
+    buf >>= 1; --avail; ++pos;
+    if (pos > end_bits) bad = true;
+    return v;
+  }
+  // Elias-gamma value with floor(log2 x) <= maxN (maxN <= 40).
+  __device__ __forceinline__ uint64_t gamma(int maxN) {
+    refill();
+    if (buf == 0) { bad = true; return 1; }
+    const int N = __ffsll(static_cast<long long>(buf)) - 1;
+    if (N > maxN) { bad = true; return 1; }
+    // 2N+1 <= 81 bits may exceed the 57+ bits in buf: take the N+1 prefix bits first.
+    buf >>= (N + 1); avail -= N + 1; pos += N + 1;
+    refill();
+    const uint64_t low = N ? (buf & ((uint64_t(1) << N) - 1)) : 0;
+    buf >>= N; avail -= N; pos += N;
+    if (pos > end_bits) bad = true;
+    return low | (uint64_t(1) << N);
+  }
+  // Stream end: at most 7 padding bits, all zero.
+  __device__ __forceinline__ void finish() {
+    if (pos > end_bits) { bad = true; return; }
+    if (end_bits - pos >= 8) { bad = true; return; }
+    if (pos < end_bits && (p[pos >> 3] >> (pos & 7)) != 0) bad = true;
+  }
+};
+
+__host__ __device__ __forceinline__ int floor_log2_u64(uint64_t v) {
+#if defined(__CUDA_ARCH__)
+  return 63 - __clzll(static_cast<long long>(v));
+#else
+  return 63 - __builtin_clzll(v);
+#endif
+}
+
+}  // namespace gzc

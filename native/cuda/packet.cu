@@ -1,0 +1,506 @@
+// Packet layer of the CUDA backend: header and parameter block, chunk-table scan, device CRC32C, dispatch.
+// The packet is assembled in device memory; its bytes equal gz::encode's (docs/FORMAT.md), so gz::parse
+// accepts a downloaded device packet, and device packets decode here after the same checks.
+//
+// CRC32C on the device: thread i computes the standard CRC32C (init/final inversion) of 1 KiB segment i with
+// a slicing-by-4 table in shared memory; one block then folds the segment CRCs left to right with
+// crc(A||B) = mulx(x^(8|B|) mod P, crc(A)) ^ crc(B) (the GF(2) operator of zlib's crc32_combine, reflected
+// polynomial 0x82F63B78): first serially inside each thread's run of segments, then a shared-memory tree.
+#include <cub/block/block_scan.cuh>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+#include "core/crc32c.h"
+#include "cuda/fixed.cuh"
+#include "cuda/kernels.h"
+
+namespace gzc {
+
+void check(cudaError_t e, const char* where) {
+  if (e == cudaSuccess) return;
+  throw gz::Error(gz::ErrCode::CUDA, std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e) + " (" + where + ")");
+}
+
+void raise_flags(uint32_t f, const char* what) {
+  if (!f) return;
+  const std::string w(what);
+  if (f & kErrInternal) throw gz::Error(gz::ErrCode::INTERNAL, w + ": internal error in a CUDA kernel");
+  if (f & kErrNonFinite) throw gz::Error(gz::ErrCode::NONFINITE, w + ": input contains NaN or Inf");
+  if (f & kErrOverflow)
+    throw gz::Error(gz::ErrCode::NONFINITE, w + ": bucket l2 norm overflows float32 (values too close to FLT_MAX)");
+  if (f & kErrCorrupt) throw gz::Error(gz::ErrCode::CORRUPT, w + ": corrupt packet (device validation failed)");
+}
+
+int device_count(std::string* err) {
+  int c = 0;
+  cudaError_t e = cudaGetDeviceCount(&c);
+  if (e != cudaSuccess) {
+    if (err) *err = std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+    cudaGetLastError();
+    return 0;
+  }
+  return c;
+}
+
+// ---------------------------------------------------------------- CRC32C
+namespace {
+
+constexpr uint32_t kPoly = 0x82F63B78u;
+constexpr uint32_t kSeg = 1024;  // bytes per segment
+
+struct CrcConsts {
+  uint32_t x2n[32];  // x^(2^k) mod P
+  uint32_t seg_op;   // x^(8*kSeg) mod P
+};
+
+__host__ __device__ inline uint32_t multmodp(uint32_t a, uint32_t b) {
+  uint32_t m = 1u << 31, p = 0;
+  for (;;) {
+    if (a & m) {
+      p ^= b;
+      if ((a & (m - 1)) == 0) break;
+    }
+    m >>= 1;
+    b = b & 1 ? (b >> 1) ^ kPoly : b >> 1;
+  }
+  return p;
+}
+__host__ __device__ inline uint32_t x2nmodp(const uint32_t* x2n, uint64_t n, unsigned k) {
+  uint32_t p = 1u << 31;
+  while (n) {
+    if (n & 1) p = multmodp(x2n[k & 31], p);
+    n >>= 1;
+    ++k;
+  }
+  return p;
+}
+
+const CrcConsts& crc_consts() {
+  static const CrcConsts c = [] {
+    CrcConsts r;
+    uint32_t p = 1u << 30;  // x^1
+    r.x2n[0] = p;
+    for (int k = 1; k < 32; ++k) r.x2n[k] = p = multmodp(p, p);
+    r.seg_op = x2nmodp(r.x2n, kSeg, 3);
+    return r;
+  }();
+  return c;
+}
+
+__global__ void __launch_bounds__(256) k_crc_seg(const uint8_t* __restrict__ buf, const uint64_t* d_len, uint64_t fixed_len,
+                                                int minus4, uint32_t* __restrict__ seg_crc, uint64_t nseg_max) {
+  __shared__ uint32_t T[4][256];
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; ++k) c = c & 1 ? (c >> 1) ^ kPoly : c >> 1;
+    T[0][i] = c;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+    uint32_t c = T[0][i];
+    for (int t = 1; t < 4; ++t) { c = (c >> 8) ^ T[0][c & 0xFF]; T[t][i] = c; }
+  }
+  __syncthreads();
+  const uint64_t L = (d_len ? *d_len : fixed_len) - minus4;
+  for (uint64_t s = gtid(); s < nseg_max; s += gstride()) {
+    const uint64_t b0 = s * kSeg;
+    if (b0 >= L) { seg_crc[s] = 0; continue; }
+    const uint64_t b1 = min(L, b0 + kSeg);
+    uint32_t c = 0xFFFFFFFFu;
+    uint64_t i = b0;
+    if (b1 - b0 == kSeg && (reinterpret_cast<uintptr_t>(buf + b0) & 15) == 0) {
+      const uint4* q = reinterpret_cast<const uint4*>(buf + b0);
+      for (uint32_t t = 0; t < kSeg / 16; ++t) {
+        const uint4 w = q[t];
+        const uint32_t ws[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          c ^= ws[k];
+          c = T[3][c & 0xFF] ^ T[2][(c >> 8) & 0xFF] ^ T[1][(c >> 16) & 0xFF] ^ T[0][c >> 24];
+        }
+      }
+      i = b1;
+    }
+    for (; i < b1; ++i) c = (c >> 8) ^ T[0][(c ^ buf[i]) & 0xFF];
+    seg_crc[s] = ~c;
+  }
+}
+
+// One block of 1024 threads folds the segment CRCs in order. store: write the CRC at buf + L; else compare.
+__global__ void __launch_bounds__(1024) k_crc_fold(uint8_t* buf, const uint64_t* d_len, uint64_t fixed_len, int minus4,
+                                                  const uint32_t* __restrict__ seg_crc, CrcConsts cc, bool store,
+                                                  uint32_t* flags) {
+  __shared__ uint32_t sc[1024];
+  __shared__ uint64_t sl[1024];
+  const uint64_t L = (d_len ? *d_len : fixed_len) - minus4;
+  const uint64_t nseg = (L + kSeg - 1) / kSeg;
+  const uint64_t per = (nseg + 1023) / 1024;
+  const uint64_t s0 = threadIdx.x * per, s1 = min(nseg, s0 + per);
+  uint32_t acc = 0;
+  uint64_t len = 0;
+  for (uint64_t s = s0; s < s1; ++s) {
+    const uint64_t sl_ = min(L, (s + 1) * kSeg) - s * kSeg;
+    const uint32_t op = sl_ == kSeg ? cc.seg_op : x2nmodp(cc.x2n, sl_, 3);
+    acc = multmodp(op, acc) ^ seg_crc[s];
+    len += sl_;
+  }
+  sc[threadIdx.x] = acc;
+  sl[threadIdx.x] = len;
+  __syncthreads();
+  for (int w = 1; w < 1024; w <<= 1) {
+    if ((threadIdx.x & (2 * w - 1)) == 0) {
+      const uint32_t a = sc[threadIdx.x], b = sc[threadIdx.x + w];
+      const uint64_t lb = sl[threadIdx.x + w];
+      sc[threadIdx.x] = lb ? (multmodp(x2nmodp(cc.x2n, lb, 3), a) ^ b) : a;
+      sl[threadIdx.x] += lb;
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    const uint32_t crc = L ? sc[0] : 0u;
+    if (store) st_u32(buf + L, crc);
+    else if (ld_u32(buf + L) != crc) atomicOr(flags, kErrCorrupt);
+  }
+}
+
+void crc_run(uint8_t* buf, const uint64_t* d_len, uint64_t fixed_len, uint64_t max_body, bool store, uint32_t* flags,
+             cudaStream_t st) {
+  const uint64_t nseg = (max_body + kSeg - 1) / kSeg + 1;
+  uint32_t* seg = scratch<uint32_t>(nseg, st);
+  k_crc_seg<<<grid_for(nseg, 256, 132 * 32), 256, 0, st>>>(buf, d_len, fixed_len, d_len ? 4 : 0, seg, nseg);
+  k_crc_fold<<<1, 1024, 0, st>>>(buf, d_len, fixed_len, d_len ? 4 : 0, seg, crc_consts(), store, flags);
+  GZC_CHECK(cudaGetLastError());
+  release(seg, st);
+}
+
+}  // namespace
+
+void crc_store(uint8_t* buf, const uint64_t* d_len, uint64_t max_len, cudaStream_t st) {
+  crc_run(buf, d_len, 0, max_len, true, nullptr, st);
+}
+void crc_verify(const uint8_t* buf, uint64_t len, uint32_t* d_flags, cudaStream_t st) {
+  crc_run(const_cast<uint8_t*>(buf), nullptr, len, len, false, d_flags, st);
+}
+
+// ---------------------------------------------------------------- small kernels
+namespace {
+
+struct HeaderBytes {
+  uint8_t b[gz::kHeaderBytes + 12 + 4 * (gz::kMaxNonuniformLevels + 1)];
+  uint32_t len;
+  uint64_t total;  // total packet length when known on the host (fixed layouts), else 0
+};
+
+__global__ void k_write_header(uint8_t* pkt, HeaderBytes h, uint64_t* d_len) {
+  for (uint32_t i = threadIdx.x; i < h.len; i += blockDim.x) pkt[i] = h.b[i];
+  if (threadIdx.x == 0 && h.total) *d_len = h.total;
+}
+
+__global__ void __launch_bounds__(256) k_nonfinite(const float* __restrict__ x, uint64_t n, uint32_t* flags) {
+  bool bad = false;
+  const uint64_t n4 = (reinterpret_cast<uintptr_t>(x) & 15) == 0 ? n / 4 : 0;
+  for (uint64_t i = gtid(); i < n4; i += gstride()) {
+    const float4 v = __ldg(reinterpret_cast<const float4*>(x) + i);
+    const uint32_t m = max(max(f2u(v.x) & 0x7FFFFFFFu, f2u(v.y) & 0x7FFFFFFFu),
+                           max(f2u(v.z) & 0x7FFFFFFFu, f2u(v.w) & 0x7FFFFFFFu));
+    bad |= m >= 0x7F800000u;
+  }
+  for (uint64_t i = 4 * n4 + gtid(); i < n; i += gstride()) bad |= (f2u(x[i]) & 0x7FFFFFFFu) >= 0x7F800000u;
+  if (__any_sync(kFull, bad) && (threadIdx.x & 31) == 0) atomicOr(flags, kErrNonFinite);
+}
+
+// Exclusive offsets of C u32 chunk lengths (d_off[0..C]); sum must equal expect.
+__global__ void __launch_bounds__(1024) k_chunk_offsets(const uint8_t* table, uint32_t C, uint64_t expect,
+                                                       uint64_t* d_off, uint32_t* flags) {
+  using Scan = cub::BlockScan<uint64_t, 1024>;
+  __shared__ typename Scan::TempStorage tmp;
+  __shared__ uint64_t carry;
+  if (threadIdx.x == 0) carry = 0;
+  __syncthreads();
+  for (uint64_t base = 0; base < C; base += 1024) {
+    const uint64_t i = base + threadIdx.x;
+    const uint64_t v = i < C ? ld_u32(table + 4 * i) : 0;
+    uint64_t ex, tot;
+    Scan(tmp).ExclusiveSum(v, ex, tot);
+    const uint64_t c0 = carry;
+    if (i < C) d_off[i] = c0 + ex;
+    __syncthreads();
+    if (threadIdx.x == 0) carry = c0 + tot;
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    d_off[C] = carry;
+    if (carry != expect) atomicOr(flags, kErrCorrupt);
+  }
+}
+
+bool bucketed(int c) { return c == gz::QSGD || c == gz::TERNGRAD || c == gz::ONEBIT || c == gz::NONUNIFORM; }
+bool deterministic(int c) { return c == gz::ONEBIT || c == gz::TOPK; }
+
+gz::Params canonical(const gz::Params& in) {
+  gz::Params p = in;
+  if (p.codec == gz::TERNGRAD) { p.levels = 1; p.norm = gz::NORM_LINF; p.coding = gz::CODING_FIXED; }
+  if (p.codec == gz::ONEBIT) p.coding = gz::CODING_FIXED;
+  if (!bucketed(p.codec)) p.bucket = 0;
+  return p;
+}
+
+inline void st32(uint8_t* p, uint32_t v) { for (int i = 0; i < 4; ++i) p[i] = uint8_t(v >> (8 * i)); }
+inline void st64(uint8_t* p, uint64_t v) { for (int i = 0; i < 8; ++i) p[i] = uint8_t(v >> (8 * i)); }
+inline uint32_t ld32(const uint8_t* p) { uint32_t v = 0; for (int i = 3; i >= 0; --i) v = (v << 8) | p[i]; return v; }
+inline uint64_t ld64(const uint8_t* p) { uint64_t v = 0; for (int i = 7; i >= 0; --i) v = (v << 8) | p[i]; return v; }
+inline float ldf(const uint8_t* p) { uint32_t u = ld32(p); float f; std::memcpy(&f, &u, 4); return f; }
+inline void stf(uint8_t* p, float f) { uint32_t u; std::memcpy(&u, &f, 4); st32(p, u); }
+[[noreturn]] void corrupt(const std::string& m) { throw gz::Error(gz::ErrCode::CORRUPT, "corrupt packet: " + m); }
+
+uint64_t exact_payload(const gz::Params& p, uint64_t n) {
+  switch (p.codec) {
+    case gz::QSGD: return gz::qsgd_fixed_payload_bytes(p, n);
+    case gz::TERNGRAD: return gz::qsgd_fixed_payload_bytes(p, n);
+    case gz::ONEBIT: return gz::onebit_payload_bytes(p, n);
+    case gz::RANDOMK: return gz::randomk_payload_bytes(p, n);
+    case gz::NONUNIFORM: return gz::nonuniform_payload_bytes(p, n);
+    default: return 0;
+  }
+}
+
+}  // namespace
+
+void scan_nonfinite(const float* x, uint64_t n, uint32_t* d_flags, cudaStream_t st) {
+  if (n == 0) return;
+  k_nonfinite<<<grid_for(n / 4 + 1, 256, 132 * 16), 256, 0, st>>>(x, n, d_flags);
+  GZC_CHECK(cudaGetLastError());
+}
+
+void chunk_offsets(const uint8_t* table, uint32_t C, uint64_t payload_bytes, uint64_t* d_off, uint32_t* d_flags,
+                   cudaStream_t st) {
+  k_chunk_offsets<<<1, 1024, 0, st>>>(table, C, payload_bytes, d_off, d_flags);
+  GZC_CHECK(cudaGetLastError());
+}
+
+// ---------------------------------------------------------------- encode
+void encode(const gz::Params& pin, const float* x, uint64_t n, uint8_t* out, uint64_t cap, cudaStream_t st,
+            OpResult* res) {
+  gz::check_params(pin);
+  if (n > gz::kMaxN) throw gz::Error(gz::ErrCode::INVALID_ARG, "n must be <= 2^34");
+  const uint64_t need = gz::max_bytes(pin, n);
+  if (cap < need || !out)
+    throw gz::Error(gz::ErrCode::INVALID_ARG, "output buffer too small: " + std::to_string(cap) +
+                                                   " < maxCompressedBytes = " + std::to_string(need));
+  gz::Params p = canonical(pin);
+  p.k = gz::resolve_k(p, n);
+  p.has_k = true;
+  uint64_t seed = 0;
+  uint8_t hflags = 0;
+  if (!deterministic(p.codec)) {
+    if (p.seed_given) seed = p.seed;
+    else { std::random_device rd; seed = (uint64_t(rd()) << 32) ^ uint64_t(rd()); hflags |= 1; }
+  }
+  EncCtx c;
+  c.p = &p; c.seed = seed; c.x = x; c.n = n; c.pkt = out; c.st = st;
+  c.P = gz::param_bytes(p);
+  gz::chunk_layout(p, n, &c.C, &c.E);
+  c.table = out + gz::kHeaderBytes + c.P;
+  c.payload = c.table + uint64_t(c.C) * 4;
+  OpResult* aux = scratch<OpResult>(1, st);
+  c.d_len = &aux->length;
+  c.d_flags = &aux->flags;
+  GZC_CHECK(cudaMemsetAsync(aux, 0, sizeof(OpResult), st));
+  c.nu_shape = 1.f; c.nu_scale = 1.f;
+  try {
+    switch (p.codec) {
+      case gz::QSGD:
+        if (p.coding == gz::CODING_FIXED) qsgd_fixed_encode(c); else gamma_encode(c);
+        break;
+      case gz::TERNGRAD: qsgd_fixed_encode(c); break;
+      case gz::ONEBIT: onebit_encode(c); break;
+      case gz::TOPK: topk_encode(c); break;
+      case gz::RANDOMK: randomk_encode(c); break;
+      case gz::NONUNIFORM: nonuniform_encode(c); break;
+    }
+  } catch (...) {
+    release(aux, st);
+    throw;
+  }
+  HeaderBytes hb;
+  std::memset(&hb, 0, sizeof hb);
+  uint8_t* h = hb.b;
+  std::memcpy(h, "GZPK", 4);
+  h[4] = 1; h[5] = uint8_t(p.codec); h[6] = hflags; h[7] = 0;
+  st64(h + 8, n); st64(h + 16, seed); st32(h + 24, p.bucket); st32(h + 28, c.P); st32(h + 32, c.C); st32(h + 36, c.E);
+  const uint64_t pb = c.var_len ? 0 : exact_payload(p, n);
+  st64(h + 40, pb);  // variable-length families write payloadBytes on the device (after this kernel)
+  uint8_t* prm = h + gz::kHeaderBytes;
+  switch (p.codec) {
+    case gz::QSGD: st32(prm, p.levels); prm[4] = p.norm; prm[5] = p.coding; break;
+    case gz::TOPK: st64(prm, p.k); prm[8] = p.vt; break;
+    case gz::RANDOMK: st64(prm, p.k); break;
+    case gz::NONUNIFORM:
+      st32(prm, p.levels); stf(prm + 4, c.nu_shape); stf(prm + 8, c.nu_scale);
+      for (uint32_t t = 0; t <= p.levels; ++t) stf(prm + 12 + 4 * t, c.nu_levels[t]);
+      break;
+    default: break;
+  }
+  hb.len = gz::kHeaderBytes + c.P - (c.var_len ? 8 + c.P : 0);  // var-len: bytes 40..47 belong to the device
+  if (c.var_len) {
+    // write [0, 40) and the params separately so the device-written payloadBytes is not overwritten
+    HeaderBytes a = hb; a.len = 40; a.total = 0;
+    k_write_header<<<1, 128, 0, st>>>(out, a, c.d_len);
+    HeaderBytes b2; std::memset(&b2, 0, sizeof b2);
+    std::memcpy(b2.b, prm, c.P); b2.len = c.P; b2.total = 0;
+    k_write_header<<<1, 128, 0, st>>>(out + gz::kHeaderBytes, b2, c.d_len);
+  } else {
+    hb.len = gz::kHeaderBytes + c.P;
+    hb.total = gz::kHeaderBytes + c.P + uint64_t(c.C) * 4 + pb + 4;
+    k_write_header<<<1, 128, 0, st>>>(out, hb, c.d_len);
+  }
+  GZC_CHECK(cudaGetLastError());
+  crc_store(out, c.d_len, cap, st);
+  GZC_CHECK(cudaMemcpyAsync(res, aux, sizeof(OpResult), cudaMemcpyDeviceToHost, st));
+  release(aux, st);
+}
+
+// ---------------------------------------------------------------- decode
+gz::Header read_header(const uint8_t* pkt, uint64_t len, cudaStream_t st) {
+  if (len < gz::kHeaderBytes + 4) corrupt("too short (" + std::to_string(len) + " bytes; a packet has at least 52)");
+  uint8_t b[sizeof(HeaderBytes::b)];
+  const uint64_t take = std::min<uint64_t>(len, sizeof b);
+  std::memset(b, 0, sizeof b);
+  GZC_CHECK(cudaMemcpyAsync(b, pkt, take, cudaMemcpyDeviceToHost, st));
+  GZC_CHECK(cudaStreamSynchronize(st));
+  gz::Header h;
+  const uint8_t* q = b;
+  if (std::memcmp(q, "GZPK", 4) != 0) corrupt("bad magic (not a gradzip packet)");
+  h.version = q[4];
+  if (h.version != 1) corrupt("unsupported format version " + std::to_string(h.version));
+  h.codec = q[5];
+  if (h.codec < gz::QSGD || h.codec > gz::NONUNIFORM) corrupt("unknown codec id " + std::to_string(h.codec));
+  h.flags = q[6];
+  if (h.flags & ~1u) corrupt("unknown flag bits");
+  if (q[7] != 0) corrupt("reserved header byte is not 0");
+  h.n = ld64(q + 8);
+  if (h.n > gz::kMaxN) corrupt("n > 2^34");
+  h.seed = ld64(q + 16);
+  if (deterministic(h.codec) && (h.seed != 0 || h.flags != 0)) corrupt("deterministic codec with a seed");
+  h.bucket = ld32(q + 24);
+  if (bucketed(h.codec) ? h.bucket < 1 : h.bucket != 0) corrupt("bad bucketSize");
+  h.param_bytes = ld32(q + 28);
+  h.chunk_count = ld32(q + 32);
+  h.chunk_elems = ld32(q + 36);
+  h.payload_bytes = ld64(q + 40);
+  gz::Params& p = h.p;
+  p.codec = gz::Codec(h.codec);
+  p.bucket = h.bucket;
+  p.seed = h.seed;
+  p.seed_given = true;
+  const uint64_t avail = len - gz::kHeaderBytes - 4;
+  uint64_t Pexp = 0;
+  const uint8_t* prm = q + gz::kHeaderBytes;
+  switch (h.codec) {
+    case gz::QSGD: Pexp = 8; break;
+    case gz::TOPK: Pexp = 16; break;
+    case gz::RANDOMK: Pexp = 8; break;
+    case gz::NONUNIFORM: {
+      if (h.param_bytes < 12 || avail < 12) corrupt("nonuniform parameter block too short");
+      const uint32_t L = ld32(prm);
+      if (L < 1 || L > gz::kMaxNonuniformLevels) corrupt("nonuniform levels out of range");
+      Pexp = 12 + 4 * uint64_t(L + 1);
+      break;
+    }
+    default: Pexp = 0;
+  }
+  if (h.param_bytes != Pexp) corrupt("parameter block size mismatch");
+  if (avail < Pexp) corrupt("truncated parameter block");
+  switch (h.codec) {
+    case gz::QSGD:
+      p.levels = ld32(prm);
+      if (p.levels < 1 || p.levels > 65535) corrupt("qsgd levels out of range");
+      if (prm[4] > gz::NORM_LINF) corrupt("qsgd norm id out of range");
+      if (prm[5] > gz::CODING_SPARSE) corrupt("qsgd coding id out of range");
+      if (prm[6] || prm[7]) corrupt("reserved parameter bytes are not 0");
+      p.norm = gz::Norm(prm[4]);
+      p.coding = gz::Coding(prm[5]);
+      break;
+    case gz::TERNGRAD: p.levels = 1; p.norm = gz::NORM_LINF; p.coding = gz::CODING_FIXED; break;
+    case gz::ONEBIT: p.coding = gz::CODING_FIXED; break;
+    case gz::TOPK: case gz::RANDOMK: {
+      const uint64_t k = ld64(prm);
+      if (k > h.n || (h.n >= 1 && k < 1)) corrupt("k out of range");
+      p.has_k = true;
+      p.k = k;
+      if (h.codec == gz::TOPK) {
+        if (prm[8] > gz::VT_BF16) corrupt("topk value type out of range");
+        p.vt = gz::ValueType(prm[8]);
+        for (int i = 9; i < 16; ++i) if (prm[i]) corrupt("reserved parameter bytes are not 0");
+      }
+      break;
+    }
+    case gz::NONUNIFORM: {
+      p.levels = ld32(prm);
+      h.nu_shape = ldf(prm + 4);
+      h.nu_scale = ldf(prm + 8);
+      if (!(std::isfinite(h.nu_shape) && h.nu_shape > 0.f)) corrupt("nonuniform shape not finite and > 0");
+      if (!(std::isfinite(h.nu_scale) && h.nu_scale > 0.f)) corrupt("nonuniform scale not finite and > 0");
+      for (uint32_t t = 0; t <= p.levels; ++t) {
+        const float v = ldf(prm + 12 + 4 * t);
+        if (!std::isfinite(v)) corrupt("nonuniform level not finite");
+        if (t > 0 && !(v > h.nu_levels[t - 1])) corrupt("nonuniform levels not strictly increasing");
+        h.nu_levels[t] = v;
+      }
+      if (h.nu_levels[0] != 0.f || h.nu_levels[p.levels] != 1.f) corrupt("nonuniform levels must run from 0 to 1");
+      p.shape = h.nu_shape;
+      break;
+    }
+  }
+  uint32_t C, E;
+  gz::chunk_layout(p, h.n, &C, &E);
+  if (h.chunk_count != C) corrupt("chunk count mismatch");
+  if (h.chunk_elems != E) corrupt("elements per chunk mismatch");
+  const uint64_t fixed_part = Pexp + uint64_t(C) * 4;
+  if (avail < fixed_part) corrupt("truncated chunk table");
+  if (h.payload_bytes != avail - fixed_part) corrupt("length does not match the header (payloadBytes)");
+  h.total_bytes = len;
+  if (C == 0) {
+    const bool var = h.codec == gz::QSGD && p.coding != gz::CODING_FIXED;
+    const uint64_t exact = (var || h.codec == gz::TOPK) ? 0 : exact_payload(p, h.n);
+    if (h.payload_bytes != exact) corrupt("payload size does not match the layout");
+  }
+  return h;
+}
+
+void decode(const uint8_t* pkt, uint64_t len, float* out, uint64_t n, bool add, float alpha, cudaStream_t st,
+            OpResult* res) {
+  const gz::Header h = read_header(pkt, len, st);
+  if (n != h.n)
+    throw gz::Error(gz::ErrCode::INVALID_ARG,
+                    "output has " + std::to_string(n) + " elements, the packet holds " + std::to_string(h.n));
+  OpResult* aux = scratch<OpResult>(1, st);
+  GZC_CHECK(cudaMemsetAsync(aux, 0, sizeof(OpResult), st));
+  DecCtx c;
+  c.h = &h; c.pkt = pkt; c.out = out; c.n = n; c.add = add; c.alpha = alpha; c.d_flags = &aux->flags; c.st = st;
+  c.table = pkt + gz::kHeaderBytes + h.param_bytes;
+  c.payload = c.table + uint64_t(h.chunk_count) * 4;
+  try {
+    crc_verify(pkt, len - 4, c.d_flags, st);
+    if (n > 0) {
+      switch (h.codec) {
+        case gz::QSGD:
+          if (h.p.coding == gz::CODING_FIXED) qsgd_fixed_decode(c); else gamma_decode(c);
+          break;
+        case gz::TERNGRAD: qsgd_fixed_decode(c); break;
+        case gz::ONEBIT: onebit_decode(c); break;
+        case gz::TOPK: topk_decode(c); break;
+        case gz::RANDOMK: randomk_decode(c); break;
+        case gz::NONUNIFORM: nonuniform_decode(c); break;
+      }
+    }
+  } catch (...) {
+    release(aux, st);
+    throw;
+  }
+  GZC_CHECK(cudaMemcpyAsync(res, aux, sizeof(OpResult), cudaMemcpyDeviceToHost, st));
+  release(aux, st);
+}
+
+}  // namespace gzc
