@@ -1,8 +1,480 @@
-// STUB: replaced by the owner of this codec family.
+// QSGD fixed-width coding and TernGrad (= QSGD s = 1, l-inf, fixed). docs/FORMAT.md sections 2, 3.1, 3.2, 4.1.
+// Scalar path: quant_ref.h literally. AVX2 path: one fused pass per bucket while it sits in L1 (max + non-finite
+// check, l2 in the 32-lane order, Philox uniforms, one-conversion quantizer, pext packing), byte-identical.
+// Threads work on ranges of buckets; every bucket's output offset is computable, so bytes never depend on threads.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
 #include "core/codec.h"
+#include "core/quant_ref.h"
+#include "core/simd_philox.h"
+#include "core/threadpool.h"
 
 namespace gz {
-uint64_t qsgd_fixed_payload_bytes(const Params&, uint64_t) { throw Error(ErrCode::INTERNAL, "native/codecs/qsgd.cc: not implemented yet"); }
-uint64_t qsgd_fixed_encode(EncodeArgs&) { throw Error(ErrCode::INTERNAL, "native/codecs/qsgd.cc: not implemented yet"); }
-void qsgd_fixed_decode(const DecodeArgs&) { throw Error(ErrCode::INTERNAL, "native/codecs/qsgd.cc: not implemented yet"); }
+namespace {
+
+using ref::f2u;
+using ref::u2f;
+
+struct QCfg {
+  uint32_t s;
+  Norm norm;
+  uint32_t W;        // code width in bits
+  uint64_t b, n, B;  // bucket size, elements, buckets
+  uint64_t stride;   // bytes per full bucket
+};
+
+inline uint64_t code_bytes(uint64_t m, uint32_t W) { return (m * W + 7) / 8; }
+
+QCfg make_cfg(const Params& p, uint64_t n) {
+  QCfg c;
+  if (p.codec == TERNGRAD) { c.s = 1; c.norm = NORM_LINF; }
+  else { c.s = p.levels; c.norm = p.norm; }
+  if (c.s < 1 || c.s > 65535) throw Error(ErrCode::INVALID_ARG, "qsgd levels must be in 1..65535");
+  if (p.bucket < 1) throw Error(ErrCode::INVALID_ARG, "bucketSize must be >= 1");
+  c.W = 1 + (32 - __builtin_clz(c.s));  // 1 + ceil(log2(s + 1))
+  c.b = p.bucket;
+  c.n = n;
+  c.B = (n + c.b - 1) / c.b;
+  c.stride = 4 + code_bytes(c.b, c.W);
+  return c;
+}
+
+inline uint64_t ntasks_for(uint64_t B, uint64_t n, int threads) {
+  if (threads <= 1 || B <= 1) return 1;
+  uint64_t t = n / 32768 + 1;
+  if (t > 4096 * uint64_t(threads)) t = 4096 * uint64_t(threads);
+  return std::min(t, B);
+}
+
+inline void st_f32(uint8_t* p, float f) { uint32_t u = f2u(f); for (int i = 0; i < 4; ++i) p[i] = uint8_t(u >> (8 * i)); }
+inline float ld_f32(const uint8_t* p) { uint32_t u = 0; for (int i = 3; i >= 0; --i) u = (u << 8) | p[i]; return u2f(u); }
+
+[[noreturn]] void throw_nonfinite(uint64_t bucket) {
+  throw Error(ErrCode::NONFINITE, "input contains NaN or Inf (bucket " + std::to_string(bucket) + ")");
+}
+[[noreturn]] void throw_norm_overflow(uint64_t bucket) {
+  throw Error(ErrCode::NONFINITE, "bucket " + std::to_string(bucket) + " l2 norm overflows float32");
+}
+
+// ------------------------------------------------------------------------------------------ scalar encoder
+void enc_bucket_scalar(const QCfg& c, uint64_t seed, const float* x, uint64_t j, uint8_t* dst) {
+  const uint64_t start = j * c.b, m = std::min(c.b, c.n - start);
+  const float* v = x + start;
+  uint32_t amax = 0;
+  for (uint64_t i = 0; i < m; ++i) amax = std::max(amax, f2u(v[i]) & 0x7FFFFFFFu);
+  if (amax >= 0x7F800000u) throw_nonfinite(j);
+  const float N = c.norm == NORM_L2 ? ref::l2_norm(v, m) : ref::linf_norm(v, m);
+  if (!(N <= 3.4028235e38f)) throw_norm_overflow(j);
+  st_f32(dst, N);
+  float r65536, s65536, pre;
+  ref::qsgd_bucket_consts(N, c.s, &r65536, &s65536, &pre);
+  uint8_t* o = dst + 4;
+  uint64_t acc = 0;
+  unsigned nb = 0;
+  uint64_t blk = ~uint64_t(0);
+  Philox4 w{};
+  for (uint64_t i = 0; i < m; ++i) {
+    const uint64_t g = start + i;
+    if ((g >> 3) != blk) { blk = g >> 3; w = philox_block(seed, blk, 0); }
+    const uint32_t u = (w.v[(g & 7) >> 1] >> (16 * (g & 1))) & 0xFFFFu;
+    const uint32_t z = ref::qsgd_zeta(v[i] * pre, r65536, s65536, u);
+    const uint32_t sg = (v[i] < 0.f && z > 0) ? 1u : 0u;
+    acc |= uint64_t((z << 1) | sg) << nb;
+    nb += c.W;
+    while (nb >= 8) { *o++ = uint8_t(acc); acc >>= 8; nb -= 8; }
+  }
+  if (nb) *o++ = uint8_t(acc);
+}
+
+// ------------------------------------------------------------------------------------------ AVX2 encoder
+constexpr uint64_t kPiece = 2048;  // elements quantized per Philox batch (multiple of 32)
+
+GZ_AVX2 inline uint32_t hmax_epu32(__m256i v) {
+  __m128i m = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4E));
+  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xB1));
+  return uint32_t(_mm_cvtsi128_si32(m));
+}
+
+GZ_AVX2 inline __m256i tail_mask(uint64_t cnt) {  // lanes < cnt set (cnt in 0..8)
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(cnt)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+GZ_AVX2 inline __m256 load_n(const float* p, uint64_t cnt) {  // cnt in 0..8, zeros beyond
+  if (cnt >= 8) return _mm256_loadu_ps(p);
+  if (cnt == 0) return _mm256_setzero_ps();
+  return _mm256_maskload_ps(p, tail_mask(cnt));
+}
+
+GZ_AVX2 uint32_t amax_avx2(const float* v, uint64_t m) {
+  const __m256i abs = _mm256_set1_epi32(0x7FFFFFFF);
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  uint64_t i = 0;
+  for (; i + 32 <= m; i += 32) {
+    a0 = _mm256_max_epu32(a0, _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(v + i)), abs));
+    a1 = _mm256_max_epu32(a1, _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(v + i + 8)), abs));
+    a2 = _mm256_max_epu32(a2, _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(v + i + 16)), abs));
+    a3 = _mm256_max_epu32(a3, _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(v + i + 24)), abs));
+  }
+  for (; i < m; i += 8)
+    a0 = _mm256_max_epu32(a0, _mm256_and_si256(_mm256_castps_si256(load_n(v + i, m - i)), abs));
+  return hmax_epu32(_mm256_max_epu32(_mm256_max_epu32(a0, a1), _mm256_max_epu32(a2, a3)));
+}
+
+// l2 norm of FORMAT section 2 given amax (> 0, finite): four 8-lane accumulators = the 32 lanes, then the tree.
+GZ_AVX2 float l2_avx2(const float* v, uint64_t m, uint32_t amax) {
+  const int e = ref::floor_log2(u2f(amax));
+  const int ne = -e;
+  float f1, f2 = 1.f;
+  bool two = false;
+  if (ne >= -126 && ne <= 127) {
+    f1 = ref::pow2f(ne);
+  } else {
+    const int e1 = ne < 0 ? -126 : 127;
+    f1 = ref::pow2f(e1);
+    f2 = ref::pow2f(ne - e1);
+    two = true;
+  }
+  const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256 F1 = _mm256_set1_ps(f1), F2 = _mm256_set1_ps(f2);
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  uint64_t i = 0;
+  if (!two) {
+    for (; i + 32 <= m; i += 32)
+      for (int k = 0; k < 4; ++k) {
+        __m256 y = _mm256_mul_ps(_mm256_and_ps(_mm256_loadu_ps(v + i + 8 * k), absm), F1);
+        acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(y, y));
+      }
+  } else {
+    for (; i + 32 <= m; i += 32)
+      for (int k = 0; k < 4; ++k) {
+        __m256 y = _mm256_mul_ps(_mm256_mul_ps(_mm256_and_ps(_mm256_loadu_ps(v + i + 8 * k), absm), F1), F2);
+        acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(y, y));
+      }
+  }
+  if (i < m) {
+    const uint64_t r = m - i;
+    for (int k = 0; k < 4; ++k) {
+      const uint64_t cnt = r > uint64_t(8 * k) ? std::min<uint64_t>(8, r - 8 * k) : 0;
+      if (!cnt) break;
+      __m256 y = _mm256_mul_ps(_mm256_and_ps(load_n(v + i + 8 * k, cnt), absm), F1);
+      if (two) y = _mm256_mul_ps(y, F2);
+      acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(y, y));
+    }
+  }
+  // tree: w = 16 (acc0 += acc2, acc1 += acc3), w = 8 (acc0 += acc1), then 4, 2, 1 inside the register
+  __m256 t = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+  const float lane0 = _mm_cvtss_f32(q);
+  return ref::mul_pow2(std::sqrt(lane0), e);
+}
+
+struct QuantConsts {
+  __m256 c, r, s;
+  __m256i sv;
+};
+
+// Codes of 8 elements (cnt valid; lanes >= cnt are code 0). u: 8 uniforms (16-bit).
+template <bool UNSIGNED_CVT>
+GZ_AVX2 inline __m256i codes8(const float* x, uint64_t cnt, const uint16_t* u, const QuantConsts& k) {
+  const __m256 xv = load_n(x, cnt);
+  const __m256 ax = _mm256_and_ps(xv, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)));
+  __m256 a = _mm256_min_ps(_mm256_mul_ps(_mm256_mul_ps(ax, k.c), k.r), k.s);
+  __m256i t;
+  if (UNSIGNED_CVT) {
+    const __m256 two31 = _mm256_set1_ps(2147483648.f);
+    const __m256 big = _mm256_cmp_ps(a, two31, _CMP_GE_OQ);
+    t = _mm256_cvttps_epi32(_mm256_sub_ps(a, _mm256_and_ps(big, two31)));
+    t = _mm256_xor_si256(t, _mm256_and_si256(_mm256_castps_si256(big), _mm256_set1_epi32(int(0x80000000u))));
+  } else {
+    t = _mm256_cvttps_epi32(a);
+  }
+  const __m256i lvl = _mm256_srli_epi32(t, 16);
+  const __m256i T = _mm256_and_si256(t, _mm256_set1_epi32(0xFFFF));
+  const __m256i uv = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u)));
+  const __m256i z = _mm256_sub_epi32(lvl, _mm256_cmpgt_epi32(T, uv));
+  const __m256i nz = _mm256_cmpgt_epi32(z, _mm256_setzero_si256());
+  const __m256i sg = _mm256_srli_epi32(_mm256_and_si256(_mm256_castps_si256(xv), nz), 31);
+  return _mm256_or_si256(_mm256_slli_epi32(z, 1), sg);
+}
+
+template <int W>
+constexpr uint64_t byte_mask() { return ((uint64_t(1) << W) - 1) * 0x0101010101010101ull; }
+
+// Quantizes and packs one bucket (m elements, global start g0) into dst (code bytes). W: 2..8 pext path; 0: generic.
+template <int W>
+GZ_AVX2 void quant_bucket_avx2(const QCfg& c, uint64_t seed, const float* v, uint64_t m, uint64_t g0,
+                               const QuantConsts& k, uint8_t* dst) {
+  alignas(32) static thread_local uint16_t ubuf[kPiece + 64];
+  alignas(32) uint8_t tmp[32];
+  alignas(32) uint32_t cbuf[32];
+  for (uint64_t off = 0; off < m; off += kPiece) {
+    const uint64_t len = std::min(kPiece, m - off), g = g0 + off;
+    const uint64_t blk0 = g >> 3, nblk = ((g + len - 1) >> 3) - blk0 + 1;
+    philox_blocks_avx2(seed, blk0, nblk, reinterpret_cast<uint32_t*>(ubuf));
+    const uint16_t* u = ubuf + (g & 7);
+    const float* x = v + off;
+    const uint32_t Wd = W ? W : c.W;
+    uint8_t* d = dst + off / 8 * Wd;
+    for (uint64_t i = 0; i < len; i += 32) {
+      const uint64_t cnt = std::min<uint64_t>(32, len - i);
+      __m256i cd[4];
+      for (int q = 0; q < 4; ++q) {
+        const uint64_t cq = cnt > uint64_t(8 * q) ? std::min<uint64_t>(8, cnt - 8 * q) : 0;
+        cd[q] = W ? codes8<false>(x + i + 8 * q, cq, u + i + 8 * q, k)
+                  : (c.s >= 32768 ? codes8<true>(x + i + 8 * q, cq, u + i + 8 * q, k)
+                                  : codes8<false>(x + i + 8 * q, cq, u + i + 8 * q, k));
+      }
+      if (W) {
+        __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(cd[0], cd[1]), _mm256_packs_epi32(cd[2], cd[3]));
+        b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), b);
+        if (cnt == 32) {
+          for (int q = 0; q < 4; ++q) {
+            uint64_t w8;
+            std::memcpy(&w8, tmp + 8 * q, 8);
+            const uint64_t pk = _pext_u64(w8, byte_mask<W>());
+            std::memcpy(d + q * W, &pk, W);
+          }
+        } else {
+          uint8_t ob[32];
+          for (int q = 0; q < 4; ++q) {
+            uint64_t w8;
+            std::memcpy(&w8, tmp + 8 * q, 8);
+            const uint64_t pk = _pext_u64(w8, byte_mask<W>());
+            std::memcpy(ob + q * W, &pk, W);
+          }
+          std::memcpy(d, ob, code_bytes(cnt, W));
+        }
+        d += 4 * W;
+      } else {
+        for (int q = 0; q < 4; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(cbuf + 8 * q), cd[q]);
+        uint64_t acc = 0;
+        unsigned nb = 0;
+        uint8_t* o = d;
+        for (uint64_t e = 0; e < cnt; ++e) {
+          acc |= uint64_t(cbuf[e]) << nb;
+          nb += Wd;
+          while (nb >= 8) { *o++ = uint8_t(acc); acc >>= 8; nb -= 8; }
+        }
+        if (nb) *o++ = uint8_t(acc);
+        d += 4 * Wd;
+      }
+    }
+  }
+}
+
+template <int W>
+GZ_AVX2 void enc_range_avx2(const QCfg& c, uint64_t seed, const float* x, uint64_t j0, uint64_t j1, uint8_t* payload) {
+  for (uint64_t j = j0; j < j1; ++j) {
+    const uint64_t start = j * c.b, m = std::min(c.b, c.n - start);
+    const float* v = x + start;
+    uint8_t* dst = payload + j * c.stride;
+    // prefetch the bucket two ahead
+    if (j + 2 < j1) {
+      const char* pf = reinterpret_cast<const char*>(x + (j + 2) * c.b);
+      const uint64_t pm = std::min<uint64_t>(c.b, c.n - (j + 2) * c.b);
+      const uint64_t bytes = std::min<uint64_t>(pm, 4096) * 4;
+      for (uint64_t o = 0; o < bytes; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+    }
+    const uint32_t amax = amax_avx2(v, m);
+    if (amax >= 0x7F800000u) throw_nonfinite(j);
+    float N;
+    if (c.norm == NORM_LINF) N = u2f(amax);
+    else N = amax ? l2_avx2(v, m, amax) : 0.f;
+    if (!(N <= 3.4028235e38f)) throw_norm_overflow(j);
+    st_f32(dst, N);
+    float r65536, s65536, pre;
+    ref::qsgd_bucket_consts(N, c.s, &r65536, &s65536, &pre);
+    QuantConsts k;
+    k.c = _mm256_set1_ps(pre);
+    k.r = _mm256_set1_ps(r65536);
+    k.s = _mm256_set1_ps(s65536);
+    k.sv = _mm256_set1_epi32(int(c.s));
+    quant_bucket_avx2<W>(c, seed, v, m, start, k, dst + 4);
+  }
+}
+
+using EncFn = void (*)(const QCfg&, uint64_t, const float*, uint64_t, uint64_t, uint8_t*);
+EncFn pick_enc(uint32_t W) {
+  switch (W) {
+    case 2: return enc_range_avx2<2>;
+    case 3: return enc_range_avx2<3>;
+    case 4: return enc_range_avx2<4>;
+    case 5: return enc_range_avx2<5>;
+    case 6: return enc_range_avx2<6>;
+    case 7: return enc_range_avx2<7>;
+    case 8: return enc_range_avx2<8>;
+    default: return enc_range_avx2<0>;
+  }
+}
+
+// ------------------------------------------------------------------------------------------ decoders
+// Scale and padding check of every bucket (before any output is written).
+void check_scales(const QCfg& c, const uint8_t* payload, int threads) {
+  const uint64_t T = ntasks_for(c.B, c.n, threads);
+  parallel_for(threads, T, [&](uint64_t t) {
+    const uint64_t j0 = c.B * t / T, j1 = c.B * (t + 1) / T;
+    for (uint64_t j = j0; j < j1; ++j) {
+      const uint8_t* p = payload + j * c.stride;
+      const uint32_t nb = f2u(ld_f32(p));
+      if (nb >= 0x7F800000u)
+        throw Error(ErrCode::CORRUPT, "corrupt packet: bucket " + std::to_string(j) + " scale is negative or not finite");
+      const uint64_t m = std::min(c.b, c.n - j * c.b);
+      const unsigned used = unsigned((m * c.W) & 7);
+      if (used && (p[4 + code_bytes(m, c.W) - 1] >> used))
+        throw Error(ErrCode::CORRUPT, "corrupt packet: non-zero padding bits in bucket " + std::to_string(j));
+    }
+  });
+}
+
+[[noreturn]] void throw_level(uint64_t j) {
+  throw Error(ErrCode::CORRUPT, "corrupt packet: level above s in bucket " + std::to_string(j));
+}
+
+// mode 0: out = v; 1: out += alpha * v; 2: validate only (no stores)
+void dec_bucket_scalar(const QCfg& c, const uint8_t* payload, uint64_t j, float* out, int mode, float alpha) {
+  const uint8_t* p = payload + j * c.stride;
+  const uint64_t start = j * c.b, m = std::min(c.b, c.n - start);
+  const float N = ld_f32(p);
+  const float w = N / float(c.s);
+  const uint8_t* q = p + 4;
+  uint64_t acc = 0;
+  unsigned nb = 0;
+  const uint32_t mask = (1u << c.W) - 1;
+  for (uint64_t i = 0; i < m; ++i) {
+    while (nb < c.W) { acc |= uint64_t(*q++) << nb; nb += 8; }
+    const uint32_t code = uint32_t(acc) & mask;
+    acc >>= c.W;
+    nb -= c.W;
+    const uint32_t z = code >> 1;
+    if (z > c.s) throw_level(j);
+    if (mode == 2) continue;
+    const float val = ref::qsgd_value(w, z, code & 1);
+    if (mode == 0) out[start + i] = val;
+    else { const float av = alpha * val; out[start + i] = out[start + i] + av; }
+  }
+}
+
+template <int W, int MODE>
+GZ_AVX2 void dec_range_avx2(const QCfg& c, const uint8_t* payload, uint64_t j0, uint64_t j1, float* out, float alpha) {
+  const __m256i sv = _mm256_set1_epi32(int(c.s));
+  const __m256 av = _mm256_set1_ps(alpha);
+  const __m256i one = _mm256_set1_epi32(1);
+  for (uint64_t j = j0; j < j1; ++j) {
+    const uint8_t* p = payload + j * c.stride;
+    const uint64_t start = j * c.b, m = std::min(c.b, c.n - start);
+    const float N = ld_f32(p);
+    const __m256 wv = _mm256_set1_ps(N / float(c.s));
+    const uint8_t* q = p + 4;
+    float* o = out + start;
+    __m256i bad = _mm256_setzero_si256();
+    uint64_t i = 0;
+    for (; i + 8 <= m; i += 8, q += W) {
+      uint64_t raw = 0;
+      std::memcpy(&raw, q, W);
+      const __m256i cd = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(_pdep_u64(raw, byte_mask<W>()))));
+      const __m256i z = _mm256_srli_epi32(cd, 1);
+      bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(z, sv));
+      if (MODE == 2) continue;
+      const __m256 val = _mm256_xor_ps(_mm256_mul_ps(wv, _mm256_cvtepi32_ps(z)),
+                                       _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(cd, one), 31)));
+      if (MODE == 0) _mm256_storeu_ps(o + i, val);
+      else _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(o + i), _mm256_mul_ps(av, val)));
+    }
+    if (i < m) {
+      const uint64_t cnt = m - i;
+      uint64_t raw = 0;
+      std::memcpy(&raw, q, code_bytes(cnt, W));
+      const __m256i cd = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(_pdep_u64(raw, byte_mask<W>()))));
+      const __m256i z = _mm256_srli_epi32(cd, 1);
+      bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(z, sv));  // lanes >= cnt decode as 0
+      if (MODE != 2) {
+        const __m256i tm = tail_mask(cnt);
+        const __m256 val = _mm256_xor_ps(_mm256_mul_ps(wv, _mm256_cvtepi32_ps(z)),
+                                         _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(cd, one), 31)));
+        if (MODE == 0) _mm256_maskstore_ps(o + i, tm, val);
+        else _mm256_maskstore_ps(o + i, tm, _mm256_add_ps(_mm256_maskload_ps(o + i, tm), _mm256_mul_ps(av, val)));
+      }
+    }
+    if (!_mm256_testz_si256(bad, bad)) throw_level(j);
+  }
+}
+
+using DecFn = void (*)(const QCfg&, const uint8_t*, uint64_t, uint64_t, float*, float);
+template <int W>
+DecFn pick_dec_w(int mode) {
+  return mode == 0 ? dec_range_avx2<W, 0> : mode == 1 ? dec_range_avx2<W, 1> : dec_range_avx2<W, 2>;
+}
+DecFn pick_dec(uint32_t W, int mode) {
+  switch (W) {
+    case 2: return pick_dec_w<2>(mode);
+    case 3: return pick_dec_w<3>(mode);
+    case 4: return pick_dec_w<4>(mode);
+    case 5: return pick_dec_w<5>(mode);
+    case 6: return pick_dec_w<6>(mode);
+    case 7: return pick_dec_w<7>(mode);
+    case 8: return pick_dec_w<8>(mode);
+    default: return nullptr;
+  }
+}
+
+void run_decode(const QCfg& c, const uint8_t* payload, float* out, int mode, float alpha, int threads, bool scalar) {
+  const uint64_t T = ntasks_for(c.B, c.n, threads);
+  DecFn f = scalar ? nullptr : pick_dec(c.W, mode);
+  parallel_for(threads, T, [&](uint64_t t) {
+    const uint64_t j0 = c.B * t / T, j1 = c.B * (t + 1) / T;
+    if (f) f(c, payload, j0, j1, out, alpha);
+    else for (uint64_t j = j0; j < j1; ++j) dec_bucket_scalar(c, payload, j, out, mode, alpha);
+  });
+}
+
+}  // namespace
+
+uint64_t qsgd_fixed_payload_bytes(const Params& p, uint64_t n) {
+  if (n == 0) return 0;
+  const QCfg c = make_cfg(p, n);
+  const uint64_t full = n / c.b, rem = n % c.b;
+  return full * c.stride + (rem ? 4 + code_bytes(rem, c.W) : 0);
+}
+
+uint64_t qsgd_fixed_encode(EncodeArgs& a) {
+  const uint64_t n = a.n;
+  if (n == 0) return 0;
+  const QCfg c = make_cfg(*a.p, n);
+  const uint64_t bytes = qsgd_fixed_payload_bytes(*a.p, n);
+  if (bytes > a.cap) throw Error(ErrCode::INTERNAL, "qsgd: payload capacity too small");
+  const uint64_t T = ntasks_for(c.B, n, a.threads);
+  const EncFn f = a.scalar ? nullptr : pick_enc(c.W);
+  const uint64_t seed = a.seed;
+  const float* x = a.x;
+  uint8_t* payload = a.payload;
+  parallel_for(a.threads, T, [&](uint64_t t) {
+    const uint64_t j0 = c.B * t / T, j1 = c.B * (t + 1) / T;
+    if (f) f(c, seed, x, j0, j1, payload);
+    else for (uint64_t j = j0; j < j1; ++j) enc_bucket_scalar(c, seed, x, j, payload + j * c.stride);
+  });
+  return bytes;
+}
+
+void qsgd_fixed_decode(const DecodeArgs& a) {
+  const Header& h = *a.h;
+  if (h.n == 0) return;
+  const QCfg c = make_cfg(h.p, h.n);
+  if (h.payload_bytes != qsgd_fixed_payload_bytes(h.p, h.n))
+    throw Error(ErrCode::CORRUPT, "corrupt packet: qsgd payload size mismatch");
+  check_scales(c, h.payload, a.threads);
+  // Codes wider than needed can hold a level above s: for decompressAdd, validate them all before any store.
+  const bool levels_can_overflow = ((c.s + 1) & c.s) != 0;
+  if (a.add && levels_can_overflow) run_decode(c, h.payload, a.out, 2, 0.f, a.threads, a.scalar);
+  run_decode(c, h.payload, a.out, a.add ? 1 : 0, a.alpha, a.threads, a.scalar);
+}
+
 }  // namespace gz

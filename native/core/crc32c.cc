@@ -1,0 +1,123 @@
+#include "crc32c.h"
+
+#include <cstring>
+#include <nmmintrin.h>
+
+#include "gradzip.h"
+
+namespace gz {
+namespace {
+
+constexpr uint32_t kPoly = 0x82F63B78u;
+
+struct Tables {
+  uint32_t t[8][256];
+  Tables() {
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ ((c & 1) ? kPoly : 0);
+      t[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; ++i)
+      for (int s = 1; s < 8; ++s) t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xFF];
+  }
+};
+const Tables& tables() { static const Tables t; return t; }
+
+// GF(2) helpers to combine interleaved streams: multiply the CRC state by x^(8*len) mod P.
+// shift_op[k] is the 32x32 matrix (as 32 column words) of "append 2^k * 8 zero bytes"... computed lazily.
+uint32_t gf2_times(const uint32_t* mat, uint32_t vec) {
+  uint32_t sum = 0;
+  for (int i = 0; vec; ++i, vec >>= 1) if (vec & 1) sum ^= mat[i];
+  return sum;
+}
+void gf2_square(uint32_t* sq, const uint32_t* mat) { for (int i = 0; i < 32; ++i) sq[i] = gf2_times(mat, mat[i]); }
+
+// Operator "process len zero bytes" applied to a raw state.
+struct ZeroOp { uint32_t m[32]; };
+ZeroOp zero_op(size_t len) {
+  uint32_t odd[32], even[32];
+  odd[0] = kPoly;  // one zero bit
+  uint32_t row = 1;
+  for (int i = 1; i < 32; ++i) { odd[i] = row; row <<= 1; }
+  gf2_square(even, odd);  // 2 bits
+  gf2_square(odd, even);  // 4 bits
+  // now odd = 4 zero bits; square to 8 bits = one byte
+  uint32_t cur[32], tmp[32];
+  gf2_square(cur, odd);   // 8 bits
+  ZeroOp r;
+  for (int i = 0; i < 32; ++i) r.m[i] = 1u << i;  // identity
+  while (len) {
+    if (len & 1) {
+      uint32_t nm[32];
+      for (int i = 0; i < 32; ++i) nm[i] = gf2_times(cur, r.m[i]);
+      std::memcpy(r.m, nm, sizeof nm);
+    }
+    len >>= 1;
+    if (!len) break;
+    gf2_square(tmp, cur);
+    std::memcpy(cur, tmp, sizeof tmp);
+  }
+  return r;
+}
+
+constexpr size_t kBlock = 4096;  // bytes per stream per round of the 3-way interleave
+const ZeroOp& op_block() { static const ZeroOp z = zero_op(kBlock); return z; }
+const ZeroOp& op_block2() { static const ZeroOp z = zero_op(2 * kBlock); return z; }
+
+}  // namespace
+
+uint32_t crc32c_update_table(uint32_t c, const uint8_t* p, size_t len) {
+  const Tables& T = tables();
+  while (len && (reinterpret_cast<uintptr_t>(p) & 7)) { c = (c >> 8) ^ T.t[0][(c ^ *p++) & 0xFF]; --len; }
+  while (len >= 8) {
+    uint32_t lo, hi;
+    std::memcpy(&lo, p, 4);
+    std::memcpy(&hi, p + 4, 4);
+    lo ^= c;
+    c = T.t[7][lo & 0xFF] ^ T.t[6][(lo >> 8) & 0xFF] ^ T.t[5][(lo >> 16) & 0xFF] ^ T.t[4][lo >> 24] ^
+        T.t[3][hi & 0xFF] ^ T.t[2][(hi >> 8) & 0xFF] ^ T.t[1][(hi >> 16) & 0xFF] ^ T.t[0][hi >> 24];
+    p += 8;
+    len -= 8;
+  }
+  while (len--) c = (c >> 8) ^ T.t[0][(c ^ *p++) & 0xFF];
+  return c;
+}
+
+uint32_t crc32c_table(const uint8_t* p, size_t len) { return ~crc32c_update_table(0xFFFFFFFFu, p, len); }
+
+__attribute__((target("sse4.2"))) static uint32_t hw_update(uint32_t c, const uint8_t* p, size_t len) {
+  uint64_t c64 = c;
+  while (len >= 8) { uint64_t v; std::memcpy(&v, p, 8); c64 = _mm_crc32_u64(c64, v); p += 8; len -= 8; }
+  c = uint32_t(c64);
+  while (len--) c = _mm_crc32_u8(c, *p++);
+  return c;
+}
+
+__attribute__((target("sse4.2"))) uint32_t crc32c_hw(const uint8_t* p, size_t len) {
+  uint32_t c = 0xFFFFFFFFu;
+  // Three independent streams over consecutive blocks hide the 3-cycle latency of crc32; combined with
+  // the "append zeros" operator (linear over GF(2)).
+  while (len >= 3 * kBlock) {
+    uint64_t a = c, b = 0, d = 0;
+    const uint8_t* p1 = p + kBlock;
+    const uint8_t* p2 = p + 2 * kBlock;
+    for (size_t i = 0; i < kBlock; i += 8) {
+      uint64_t v0, v1, v2;
+      std::memcpy(&v0, p + i, 8); std::memcpy(&v1, p1 + i, 8); std::memcpy(&v2, p2 + i, 8);
+      a = _mm_crc32_u64(a, v0); b = _mm_crc32_u64(b, v1); d = _mm_crc32_u64(d, v2);
+    }
+    // state after all three = shift(a, 2 blocks) ^ shift(b, 1 block) ^ d  (streams b, d started from 0)
+    c = gf2_times(op_block2().m, uint32_t(a)) ^ gf2_times(op_block().m, uint32_t(b)) ^ uint32_t(d);
+    p += 3 * kBlock;
+    len -= 3 * kBlock;
+  }
+  return ~hw_update(c, p, len);
+}
+
+uint32_t crc32c(const uint8_t* p, size_t len) {
+  static const bool hw = cpu_info().sse42;
+  return hw ? crc32c_hw(p, len) : crc32c_table(p, len);
+}
+
+}  // namespace gz
