@@ -10,3 +10,5 @@ export type { Topology, MixingInfo } from './topology';
 export { deriveSeed } from './util';
 export { planFusion } from './fusion';
 export type { Transport, ExchangeSpec } from './transport';
+export { quantizedPRSGD, dQuantizedPRSGD } from '../train';
+export type { GradFn, RoundInfo, PRSGDOptions, DPRSGDOptions } from '../train';
