@@ -16,3 +16,6 @@ export type { Info, CudaInfo } from './info';
 export { GradzipError } from './errors';
 export type { GradzipErrorCode } from './errors';
 export * as comm from './comm';
+// DaQuSGD: DataQ, GradCorrQ and the loss-threshold sample selector (lib/train/daqu.ts).
+export { dataq, dataqBitBound, gradCorrQ, gradCorrQDecode, gradCorrIndex, gradCorrBound, LossThresholdSelector } from './train/daqu';
+export type { DataQ, DataQOptions, DataQBatch, DataQScale, DataQRounding, GradCorrQOptions, GradCorrQMessage } from './train/daqu';
