@@ -168,7 +168,8 @@ void dec_bucket_scalar(const OCfg& c, const uint8_t* payload, uint64_t j, float*
   }
 }
 
-template <bool ADD>
+// MODE 0: out = v; 1: out += alpha * v; 3: as 0 with streaming stores where the output is 32-byte aligned.
+template <int MODE>
 GZ_AVX2 void dec_range_avx2(const OCfg& c, const uint8_t* payload, uint64_t j0, uint64_t j1, float* out, float alpha) {
   const __m256i bitv = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
   const __m256 av = _mm256_set1_ps(alpha);
@@ -183,17 +184,19 @@ GZ_AVX2 void dec_range_avx2(const OCfg& c, const uint8_t* payload, uint64_t j0, 
       const __m256i bb = _mm256_and_si256(_mm256_set1_epi32(q[i / 8]), bitv);
       const __m256 sel = _mm256_castsi256_ps(_mm256_cmpeq_epi32(bb, bitv));
       const __m256 val = _mm256_blendv_ps(pv, nv, sel);
-      if (ADD) _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(o + i), _mm256_mul_ps(av, val)));
+      if (MODE == 1) _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(o + i), _mm256_mul_ps(av, val)));
+      else if (MODE == 3 && !(reinterpret_cast<uintptr_t>(o + i) & 31)) _mm256_stream_ps(o + i, val);
       else _mm256_storeu_ps(o + i, val);
     }
     if (i < m) {
       const __m256i tm = tail_mask(m - i);
       const __m256i bb = _mm256_and_si256(_mm256_set1_epi32(q[i / 8]), bitv);
       const __m256 val = _mm256_blendv_ps(pv, nv, _mm256_castsi256_ps(_mm256_cmpeq_epi32(bb, bitv)));
-      if (ADD) _mm256_maskstore_ps(o + i, tm, _mm256_add_ps(_mm256_maskload_ps(o + i, tm), _mm256_mul_ps(av, val)));
+      if (MODE == 1) _mm256_maskstore_ps(o + i, tm, _mm256_add_ps(_mm256_maskload_ps(o + i, tm), _mm256_mul_ps(av, val)));
       else _mm256_maskstore_ps(o + i, tm, val);
     }
   }
+  if (MODE == 3) _mm_sfence();
 }
 
 }  // namespace
@@ -231,8 +234,9 @@ void onebit_decode(const DecodeArgs& a) {
   parallel_for(a.threads, T, [&](uint64_t t) {
     const uint64_t j0 = c.B * t / T, j1 = c.B * (t + 1) / T;
     if (!a.scalar) {
-      if (a.add) dec_range_avx2<true>(c, h.payload, j0, j1, a.out, a.alpha);
-      else dec_range_avx2<false>(c, h.payload, j0, j1, a.out, a.alpha);
+      if (a.add) dec_range_avx2<1>(c, h.payload, j0, j1, a.out, a.alpha);
+      else if (h.n >= (uint64_t(1) << 21)) dec_range_avx2<3>(c, h.payload, j0, j1, a.out, a.alpha);
+      else dec_range_avx2<0>(c, h.payload, j0, j1, a.out, a.alpha);
     } else {
       for (uint64_t j = j0; j < j1; ++j) dec_bucket_scalar(c, h.payload, j, a.out, a.add, a.alpha);
     }

@@ -1,6 +1,6 @@
 // QSGD fixed-width coding and TernGrad (= QSGD s = 1, l-inf, fixed). docs/FORMAT.md sections 2, 3.1, 3.2, 4.1.
 // Scalar path: quant_ref.h literally. AVX2 path: one fused pass per bucket while it sits in L1 (max + non-finite
-// check, l2 in the 32-lane order, Philox uniforms, one-conversion quantizer, pext packing), byte-identical.
+// check, l2 in the 32-lane order, Philox uniforms, one-conversion quantizer, shuffle/multiply-add packing), byte-identical. No pext/pdep (microcoded on Zen 1/2).
 // Threads work on ranges of buckets; every bucket's output offset is computable, so bytes never depend on threads.
 #include <immintrin.h>
 
@@ -92,7 +92,8 @@ void enc_bucket_scalar(const QCfg& c, uint64_t seed, const float* x, uint64_t j,
 }
 
 // ------------------------------------------------------------------------------------------ AVX2 encoder
-constexpr uint64_t kPiece = 2048;  // elements quantized per Philox batch (multiple of 32)
+constexpr uint64_t kPiece = 2048;
+constexpr uint64_t kStreamMin = uint64_t(1) << 21;  // elements: plain decodes of 8 MiB and more use streaming stores  // elements quantized per Philox batch (multiple of 32)
 
 GZ_AVX2 inline uint32_t hmax_epu32(__m256i v) {
   __m128i m = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -178,6 +179,7 @@ GZ_AVX2 float l2_avx2(const float* v, uint64_t m, uint32_t amax) {
 
 struct QuantConsts {
   __m256 c, r, s;
+  bool pre;  // c != 1 (tiny-scale bucket)
   __m256i sv;
 };
 
@@ -186,7 +188,7 @@ template <bool UNSIGNED_CVT>
 GZ_AVX2 inline __m256i codes8(const float* x, uint64_t cnt, const uint16_t* u, const QuantConsts& k) {
   const __m256 xv = load_n(x, cnt);
   const __m256 ax = _mm256_and_ps(xv, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)));
-  __m256 a = _mm256_min_ps(_mm256_mul_ps(_mm256_mul_ps(ax, k.c), k.r), k.s);
+  __m256 a = _mm256_min_ps(_mm256_mul_ps(k.pre ? _mm256_mul_ps(ax, k.c) : ax, k.r), k.s);
   __m256i t;
   if (UNSIGNED_CVT) {
     const __m256 two31 = _mm256_set1_ps(2147483648.f);
@@ -205,15 +207,11 @@ GZ_AVX2 inline __m256i codes8(const float* x, uint64_t cnt, const uint16_t* u, c
   return _mm256_or_si256(_mm256_slli_epi32(z, 1), sg);
 }
 
-template <int W>
-constexpr uint64_t byte_mask() { return ((uint64_t(1) << W) - 1) * 0x0101010101010101ull; }
-
-// Quantizes and packs one bucket (m elements, global start g0) into dst (code bytes). W: 2..8 pext path; 0: generic.
+// Quantizes and packs one bucket (m elements, global start g0) into dst (code bytes). W: 2, 4, 8 vector packing; 0: generic (scalar packing).
 template <int W>
 GZ_AVX2 void quant_bucket_avx2(const QCfg& c, uint64_t seed, const float* v, uint64_t m, uint64_t g0,
                                const QuantConsts& k, uint8_t* dst) {
   alignas(32) static thread_local uint16_t ubuf[kPiece + 64];
-  alignas(32) uint8_t tmp[32];
   alignas(32) uint32_t cbuf[32];
   for (uint64_t off = 0; off < m; off += kPiece) {
     const uint64_t len = std::min(kPiece, m - off), g = g0 + off;
@@ -233,26 +231,27 @@ GZ_AVX2 void quant_bucket_avx2(const QCfg& c, uint64_t seed, const float* v, uin
                                   : codes8<false>(x + i + 8 * q, cq, u + i + 8 * q, k));
       }
       if (W) {
+        // 32 codes in element order as bytes (no pext/pdep: they are microcoded on Zen 1/2)
         __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(cd[0], cd[1]), _mm256_packs_epi32(cd[2], cd[3]));
         b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), b);
-        if (cnt == 32) {
-          for (int q = 0; q < 4; ++q) {
-            uint64_t w8;
-            std::memcpy(&w8, tmp + 8 * q, 8);
-            const uint64_t pk = _pext_u64(w8, byte_mask<W>());
-            std::memcpy(d + q * W, &pk, W);
-          }
-        } else {
-          uint8_t ob[32];
-          for (int q = 0; q < 4; ++q) {
-            uint64_t w8;
-            std::memcpy(&w8, tmp + 8 * q, 8);
-            const uint64_t pk = _pext_u64(w8, byte_mask<W>());
-            std::memcpy(ob + q * W, &pk, W);
-          }
-          std::memcpy(d, ob, code_bytes(cnt, W));
+        uint8_t ob[32];
+        if (W == 8) {
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(ob), b);
+        } else if (W == 4) {
+          const __m256i m = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x1001));  // c0 + 16 c1
+          const __m256i pk = _mm256_permute4x64_epi64(_mm256_packus_epi16(m, m), 0x08);
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(ob), _mm256_castsi256_si128(pk));
+        } else {  // W == 2
+          const __m256i m = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x0401));        // c0 + 4 c1
+          const __m256i m2 = _mm256_madd_epi16(m, _mm256_set1_epi32(0x00100001));       // + 16 (c2 + 4 c3)
+          const __m256i pk = _mm256_packus_epi16(_mm256_packus_epi32(m2, m2), _mm256_setzero_si256());
+          const uint32_t lo = uint32_t(_mm256_cvtsi256_si32(pk));
+          const uint32_t hi = uint32_t(_mm_cvtsi128_si32(_mm256_extracti128_si256(pk, 1)));
+          std::memcpy(ob, &lo, 4);
+          std::memcpy(ob + 4, &hi, 4);
         }
+        if (cnt == 32) std::memcpy(d, ob, 4 * W);
+        else std::memcpy(d, ob, code_bytes(cnt, W));
         d += 4 * W;
       } else {
         for (int q = 0; q < 4; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(cbuf + 8 * q), cd[q]);
@@ -295,6 +294,7 @@ GZ_AVX2 void enc_range_avx2(const QCfg& c, uint64_t seed, const float* x, uint64
     ref::qsgd_bucket_consts(N, c.s, &r65536, &s65536, &pre);
     QuantConsts k;
     k.c = _mm256_set1_ps(pre);
+    k.pre = pre != 1.f;
     k.r = _mm256_set1_ps(r65536);
     k.s = _mm256_set1_ps(s65536);
     k.sv = _mm256_set1_epi32(int(c.s));
@@ -306,11 +306,7 @@ using EncFn = void (*)(const QCfg&, uint64_t, const float*, uint64_t, uint64_t, 
 EncFn pick_enc(uint32_t W) {
   switch (W) {
     case 2: return enc_range_avx2<2>;
-    case 3: return enc_range_avx2<3>;
     case 4: return enc_range_avx2<4>;
-    case 5: return enc_range_avx2<5>;
-    case 6: return enc_range_avx2<6>;
-    case 7: return enc_range_avx2<7>;
     case 8: return enc_range_avx2<8>;
     default: return enc_range_avx2<0>;
   }
@@ -339,7 +335,7 @@ void check_scales(const QCfg& c, const uint8_t* payload, int threads) {
   throw Error(ErrCode::CORRUPT, "corrupt packet: level above s in bucket " + std::to_string(j));
 }
 
-// mode 0: out = v; 1: out += alpha * v; 2: validate only (no stores)
+// mode 0: out = v; 1: out += alpha * v; 2: validate only (no stores); 3: as 0 with non-temporal stores (AVX2 only)
 void dec_bucket_scalar(const QCfg& c, const uint8_t* payload, uint64_t j, float* out, int mode, float alpha) {
   const uint8_t* p = payload + j * c.stride;
   const uint64_t start = j * c.b, m = std::min(c.b, c.n - start);
@@ -358,8 +354,26 @@ void dec_bucket_scalar(const QCfg& c, const uint8_t* payload, uint64_t j, float*
     if (z > c.s) throw_level(j);
     if (mode == 2) continue;
     const float val = ref::qsgd_value(w, z, code & 1);
-    if (mode == 0) out[start + i] = val;
+    if (mode == 0 || mode == 3) out[start + i] = val;
     else { const float av = alpha * val; out[start + i] = out[start + i] + av; }
+  }
+}
+
+// 8 codes of W bits (LSB-first in raw) into 32-bit lanes, with variable shifts (no pdep).
+template <int W>
+GZ_AVX2 inline __m256i unpack8(uint64_t raw) {
+  if (W <= 4) {
+    const __m256i v = _mm256_set1_epi32(int(uint32_t(raw)));
+    return _mm256_and_si256(_mm256_srlv_epi32(v, _mm256_setr_epi32(0, W, 2 * W, 3 * W, 4 * W, 5 * W, 6 * W, 7 * W)),
+                            _mm256_set1_epi32((1 << W) - 1));
+  } else {
+    const __m256i v = _mm256_set1_epi64x(int64_t(raw));
+    const __m256i m = _mm256_set1_epi64x((1 << W) - 1);
+    const __m256i a = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, W, 2 * W, 3 * W)), m);
+    const __m256i b = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(4 * W, 5 * W, 6 * W, 7 * W)), m);
+    const __m256i lo = _mm256_permutevar8x32_epi32(a, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+    const __m256i hi = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+    return _mm256_blend_epi32(lo, hi, 0xF0);
   }
 }
 
@@ -380,38 +394,41 @@ GZ_AVX2 void dec_range_avx2(const QCfg& c, const uint8_t* payload, uint64_t j0, 
     for (; i + 8 <= m; i += 8, q += W) {
       uint64_t raw = 0;
       std::memcpy(&raw, q, W);
-      const __m256i cd = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(_pdep_u64(raw, byte_mask<W>()))));
+      const __m256i cd = unpack8<W>(raw);
       const __m256i z = _mm256_srli_epi32(cd, 1);
       bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(z, sv));
       if (MODE == 2) continue;
       const __m256 val = _mm256_xor_ps(_mm256_mul_ps(wv, _mm256_cvtepi32_ps(z)),
                                        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(cd, one), 31)));
-      if (MODE == 0) _mm256_storeu_ps(o + i, val);
+      if (MODE == 3 && !(reinterpret_cast<uintptr_t>(o + i) & 31)) _mm256_stream_ps(o + i, val);
+      else if (MODE == 0 || MODE == 3) _mm256_storeu_ps(o + i, val);
       else _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(o + i), _mm256_mul_ps(av, val)));
     }
     if (i < m) {
       const uint64_t cnt = m - i;
       uint64_t raw = 0;
       std::memcpy(&raw, q, code_bytes(cnt, W));
-      const __m256i cd = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(_pdep_u64(raw, byte_mask<W>()))));
+      const __m256i cd = unpack8<W>(raw);
       const __m256i z = _mm256_srli_epi32(cd, 1);
       bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(z, sv));  // lanes >= cnt decode as 0
       if (MODE != 2) {
         const __m256i tm = tail_mask(cnt);
         const __m256 val = _mm256_xor_ps(_mm256_mul_ps(wv, _mm256_cvtepi32_ps(z)),
                                          _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(cd, one), 31)));
-        if (MODE == 0) _mm256_maskstore_ps(o + i, tm, val);
+        if (MODE == 0 || MODE == 3) _mm256_maskstore_ps(o + i, tm, val);
         else _mm256_maskstore_ps(o + i, tm, _mm256_add_ps(_mm256_maskload_ps(o + i, tm), _mm256_mul_ps(av, val)));
       }
     }
-    if (!_mm256_testz_si256(bad, bad)) throw_level(j);
+    if (!_mm256_testz_si256(bad, bad)) { if (MODE == 3) _mm_sfence(); throw_level(j); }
   }
+  if (MODE == 3) _mm_sfence();
 }
 
 using DecFn = void (*)(const QCfg&, const uint8_t*, uint64_t, uint64_t, float*, float);
 template <int W>
 DecFn pick_dec_w(int mode) {
-  return mode == 0 ? dec_range_avx2<W, 0> : mode == 1 ? dec_range_avx2<W, 1> : dec_range_avx2<W, 2>;
+  return mode == 0 ? dec_range_avx2<W, 0> : mode == 1 ? dec_range_avx2<W, 1> : mode == 2 ? dec_range_avx2<W, 2>
+                                                                                : dec_range_avx2<W, 3>;
 }
 DecFn pick_dec(uint32_t W, int mode) {
   switch (W) {
@@ -474,7 +491,9 @@ void qsgd_fixed_decode(const DecodeArgs& a) {
   // Codes wider than needed can hold a level above s: for decompressAdd, validate them all before any store.
   const bool levels_can_overflow = ((c.s + 1) & c.s) != 0;
   if (a.add && levels_can_overflow) run_decode(c, h.payload, a.out, 2, 0.f, a.threads, a.scalar);
-  run_decode(c, h.payload, a.out, a.add ? 1 : 0, a.alpha, a.threads, a.scalar);
+  // Large plain decodes bypass the cache (the output is not read back soon; saves the read-for-ownership).
+  const int mode = a.add ? 1 : (h.n >= kStreamMin ? 3 : 0);
+  run_decode(c, h.payload, a.out, mode, a.alpha, a.threads, a.scalar);
 }
 
 }  // namespace gz

@@ -25,12 +25,12 @@ GZ_AVX2 inline void philox_blocks_avx2(uint64_t seed, uint64_t j0, uint64_t nblo
   }
   const __m256i M0 = _mm256_set1_epi32(int(0xD2511F53u)), M1 = _mm256_set1_epi32(int(0xCD9E8D57u));
   const __m256i S = _mm256_set1_epi32(int(stream));
-  constexpr int G = 4;  // registers (of 4 blocks) interleaved
+  constexpr uint64_t G = 4;  // registers (of 4 blocks) interleaved
   uint64_t done = 0;
   while (nblocks - done >= 4 * G) {
     __m256i c0[G], c1[G], c2[G], c3[G];
     const uint64_t j = j0 + done;
-    for (int g = 0; g < G; ++g) {
+    for (uint64_t g = 0; g < G; ++g) {
       const uint64_t jb = j + 4 * g;
       // 64-bit lanes jb..jb+3: low word in the even lane, high word via >> 32.
       __m256i jv = _mm256_add_epi64(_mm256_set1_epi64x(int64_t(jb)), _mm256_setr_epi64x(0, 1, 2, 3));
@@ -43,7 +43,7 @@ GZ_AVX2 inline void philox_blocks_avx2(uint64_t seed, uint64_t j0, uint64_t nblo
       c3[g] = p0;
     }
     for (int r = 1; r < 10; ++r) {
-      for (int g = 0; g < G; ++g) {
+      for (uint64_t g = 0; g < G; ++g) {
         __m256i p0 = _mm256_mul_epu32(c0[g], M0);
         __m256i p1 = _mm256_mul_epu32(c2[g], M1);
         __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c1[g]), K0[r]);
@@ -51,7 +51,7 @@ GZ_AVX2 inline void philox_blocks_avx2(uint64_t seed, uint64_t j0, uint64_t nblo
         c0[g] = n0; c1[g] = p1; c2[g] = n2; c3[g] = p0;
       }
     }
-    for (int g = 0; g < G; ++g) {
+    for (uint64_t g = 0; g < G; ++g) {
       __m256i A = _mm256_blend_epi32(c0[g], _mm256_slli_epi64(c1[g], 32), 0xAA);  // [w0 w1] per block
       __m256i B = _mm256_blend_epi32(c2[g], _mm256_slli_epi64(c3[g], 32), 0xAA);  // [w2 w3]
       __m256i lo = _mm256_unpacklo_epi64(A, B);  // blocks 0, 2

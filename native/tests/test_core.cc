@@ -335,6 +335,30 @@ TEST(fixed_codecs_scalar_equals_avx2_and_threads) {
   CHECK(combos > 1000);
 }
 
+// Large tensors: streaming-store decode path (n >= 2^21), many tasks, odd bucket sizes.
+TEST(large_tensor_paths_agree) {
+  const uint64_t n = (uint64_t(1) << 21) + 77;
+  const std::vector<float> x = gen(0, n, 123);
+  for (Params p : {qsgd_p(4, 512), qsgd_p(3, 100), tern_p(4097), onebit_p(512)}) {
+    std::vector<std::vector<uint8_t>> pk;
+    for (int scalar = 1; scalar >= 0; --scalar) {
+      if (!scalar && !have_avx2()) continue;
+      p.force_scalar = scalar;
+      p.threads = scalar ? 1 : 2;
+      pk.push_back(enc(p, x));
+    }
+    for (size_t i = 1; i < pk.size(); ++i) CHECK(pk[i] == pk[0]);
+    auto d0 = dec(pk[0], n, 1, true);
+    if (have_avx2()) {
+      CHECK(same_bits(dec(pk[0], n, 2, false), d0));
+      // unaligned output pointer
+      std::vector<float> buf(n + 1);
+      decode(pk[0].data(), pk[0].size(), buf.data() + 1, n, false, 1.f, 2, false);
+      CHECK(std::memcmp(buf.data() + 1, d0.data(), n * 4) == 0);
+    }
+  }
+}
+
 // Scalar path against an independent transcription of FORMAT (uses quant_ref directly).
 TEST(qsgd_scalar_matches_format) {
   const uint32_t b = 33;
