@@ -129,7 +129,7 @@ GZ_AVX2 inline uint64_t compact_bytes(uint64_t v, uint32_t W) {
   return (v & 0xFFFFFFFFull) | ((v >> 32) << (4 * W));
 }
 
-template <bool kSmall>
+template <int NL>  // NL = L (1..16): compare-count path, unrolled; NL = 0: table + gather path
 GZ_AVX2 void quantize_avx2_t(const Tables& T, const float* x, uint64_t i0, uint64_t m, BucketScale bs, uint64_t seed,
                              uint8_t* codes_out, uint32_t* ubuf /* >= 4*(kSub/8 + 2) words */) {
   const __m256 rM = _mm256_set1_ps(bs.rM), one = _mm256_set1_ps(1.f), G = _mm256_set1_ps(float(kCells));
@@ -138,11 +138,12 @@ GZ_AVX2 void quantize_avx2_t(const Tables& T, const float* x, uint64_t i0, uint6
   const __m256i Lm1 = _mm256_set1_epi32(int(T.L) - 1), zero = _mm256_setzero_si256(), seven = _mm256_set1_epi32(7);
   const uint32_t W = T.W;
   const uint64_t cb_total = code_bytes(m, W);
+  constexpr bool kSmall = NL > 0;
   __m256 qb[16];
   const __m256 q_lo = _mm256_loadu_ps(T.q), q_hi = _mm256_loadu_ps(T.q + 8);
   const __m256 d_lo = _mm256_loadu_ps(T.d), d_hi = _mm256_loadu_ps(T.d + 8);
   if (kSmall)
-    for (uint32_t u = 1; u < T.L; ++u) qb[u] = _mm256_set1_ps(T.q[u]);
+    for (int u = 1; u < NL; ++u) qb[u] = _mm256_set1_ps(T.q[u]);
   for (uint64_t e0 = 0; e0 < m; e0 += kSub) {
     const uint64_t mm = std::min<uint64_t>(kSub, m - e0);
     const uint64_t ib = i0 + e0;
@@ -172,10 +173,16 @@ GZ_AVX2 void quantize_avx2_t(const Tables& T, const float* x, uint64_t i0, uint6
       __m256 qt, dt;
       if (kSmall) {
         t = zero;
-        for (uint32_t u = 1; u < T.L; ++u) t = _mm256_sub_epi32(t, _mm256_castps_si256(_mm256_cmp_ps(qb[u], a, _CMP_LE_OQ)));
-        const __m256 hi8 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(t, seven));
-        qt = _mm256_blendv_ps(_mm256_permutevar8x32_ps(q_lo, t), _mm256_permutevar8x32_ps(q_hi, t), hi8);
-        dt = _mm256_blendv_ps(_mm256_permutevar8x32_ps(d_lo, t), _mm256_permutevar8x32_ps(d_hi, t), hi8);
+#pragma GCC unroll 16
+        for (int u = 1; u < NL; ++u) t = _mm256_sub_epi32(t, _mm256_castps_si256(_mm256_cmp_ps(qb[u], a, _CMP_LE_OQ)));
+        if (NL <= 8) {
+          qt = _mm256_permutevar8x32_ps(q_lo, t);
+          dt = _mm256_permutevar8x32_ps(d_lo, t);
+        } else {
+          const __m256 hi8 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(t, seven));
+          qt = _mm256_blendv_ps(_mm256_permutevar8x32_ps(q_lo, t), _mm256_permutevar8x32_ps(q_hi, t), hi8);
+          dt = _mm256_blendv_ps(_mm256_permutevar8x32_ps(d_lo, t), _mm256_permutevar8x32_ps(d_hi, t), hi8);
+        }
       } else {
         t = _mm256_i32gather_epi32(T.cell, _mm256_cvttps_epi32(_mm256_mul_ps(a, G)), 4);
         for (;;) {
@@ -210,8 +217,113 @@ GZ_AVX2 void quantize_avx2_t(const Tables& T, const float* x, uint64_t i0, uint6
 
 GZ_AVX2 void quantize_avx2(const Tables& T, const float* x, uint64_t i0, uint64_t m, BucketScale bs, uint64_t seed,
                            uint8_t* codes_out, uint32_t* ubuf) {
-  if (T.L <= 16) quantize_avx2_t<true>(T, x, i0, m, bs, seed, codes_out, ubuf);
-  else quantize_avx2_t<false>(T, x, i0, m, bs, seed, codes_out, ubuf);
+  switch (T.L) {
+#define GZ_NU_CASE(n) case n: quantize_avx2_t<n>(T, x, i0, m, bs, seed, codes_out, ubuf); break;
+    GZ_NU_CASE(1) GZ_NU_CASE(2) GZ_NU_CASE(3) GZ_NU_CASE(4) GZ_NU_CASE(5) GZ_NU_CASE(6) GZ_NU_CASE(7) GZ_NU_CASE(8)
+    GZ_NU_CASE(9) GZ_NU_CASE(10) GZ_NU_CASE(11) GZ_NU_CASE(12) GZ_NU_CASE(13) GZ_NU_CASE(14) GZ_NU_CASE(15) GZ_NU_CASE(16)
+#undef GZ_NU_CASE
+    default: quantize_avx2_t<0>(T, x, i0, m, bs, seed, codes_out, ubuf);
+  }
+}
+
+// ---- pass 1 helpers: bucket max M (written to the payload) and the fit sums of FORMAT 3.6.
+inline uint32_t bucket_amax(const float* v, uint64_t m) {
+  uint32_t amax = 0;
+  for (uint64_t i = 0; i < m; ++i) {
+    const uint32_t b = ref::f2u(v[i]) & 0x7FFFFFFFu;
+    amax = b > amax ? b : amax;
+  }
+  if (amax >= 0x7F800000u) throw Error(ErrCode::NONFINITE, "nonuniform: input contains NaN or Inf");
+  return amax;
+}
+
+// Same result (max is exact), eight lanes at a time.
+GZ_AVX2 uint32_t bucket_amax_avx2(const float* v, uint64_t m) {
+  const __m256i absm = _mm256_set1_epi32(0x7FFFFFFF);
+  __m256i mx = _mm256_setzero_si256();
+  uint64_t i = 0;
+  for (; i + 8 <= m; i += 8)
+    mx = _mm256_max_epu32(mx, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + i)), absm));
+  alignas(32) uint32_t l[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(l), mx);
+  uint32_t amax = 0;
+  for (int k = 0; k < 8; ++k) amax = l[k] > amax ? l[k] : amax;
+  for (; i < m; ++i) {
+    const uint32_t b = ref::f2u(v[i]) & 0x7FFFFFFFu;
+    amax = b > amax ? b : amax;
+  }
+  if (amax >= 0x7F800000u) throw Error(ErrCode::NONFINITE, "nonuniform: input contains NaN or Inf");
+  return amax;
+}
+
+// Element-order sums of one bucket (the reference). inv = 0 for M = 0 gives exact zeros.
+inline void bucket_sums(const float* v, uint64_t m, double inv, double* o1, double* o2) {
+  double t1 = 0, t2 = 0;
+  for (uint64_t i = 0; i < m; ++i) {
+    const double y = double(std::fabs(v[i])) * inv;
+    t1 = t1 + y;
+    const double y2 = y * y;
+    t2 = t2 + y2;
+  }
+  *o1 = t1;
+  *o2 = t2;
+}
+
+// Four full buckets at once, one per 64-bit lane: each lane runs exactly its bucket's element-order chain
+// (the same double multiply and add as bucket_sums), so the sums are bit-identical; four chains hide the add
+// latency that bounds the one-bucket loop. Elements come in 4x4 blocks, transposed.
+GZ_AVX2 void bucket_sums4(const float* v0, uint64_t stride, uint64_t m, const double* inv, double* o1, double* o2) {
+  const __m256d iv = _mm256_loadu_pd(inv);
+  const __m128 absm = _mm_castsi128_ps(_mm_set1_epi32(0x7FFFFFFF));
+  __m256d t1 = _mm256_setzero_pd(), t2 = _mm256_setzero_pd();
+  uint64_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    __m128 r0 = _mm_loadu_ps(v0 + i), r1 = _mm_loadu_ps(v0 + stride + i);
+    __m128 r2 = _mm_loadu_ps(v0 + 2 * stride + i), r3 = _mm_loadu_ps(v0 + 3 * stride + i);
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);  // r_k = element i+k of buckets 0..3
+    const __m128 rows[4] = {r0, r1, r2, r3};
+    for (int k = 0; k < 4; ++k) {
+      const __m256d y = _mm256_mul_pd(_mm256_cvtps_pd(_mm_and_ps(rows[k], absm)), iv);
+      t1 = _mm256_add_pd(t1, y);
+      t2 = _mm256_add_pd(t2, _mm256_mul_pd(y, y));
+    }
+  }
+  alignas(32) double a1[4], a2[4];
+  _mm256_store_pd(a1, t1);
+  _mm256_store_pd(a2, t2);
+  for (; i < m; ++i)
+    for (int k = 0; k < 4; ++k) {
+      const double y = double(std::fabs(v0[k * stride + i])) * inv[k];
+      a1[k] = a1[k] + y;
+      const double y2 = y * y;
+      a2[k] = a2[k] + y2;
+    }
+  for (int k = 0; k < 4; ++k) { o1[k] = a1[k]; o2[k] = a2[k]; }
+}
+
+void fit_buckets(const Layout& lay, const float* x, uint8_t* payload, uint64_t jb, uint64_t je, double* s1, double* s2,
+                 bool simd) {
+  double inv[4];
+  uint64_t j = jb;
+  if (simd) {
+    for (; j + 4 <= je && lay.start(j + 3) + lay.b <= lay.n; j += 4) {  // four full buckets
+      for (int k = 0; k < 4; ++k) {
+        const uint32_t amax = bucket_amax_avx2(x + lay.start(j + k), lay.b);
+        const float M = ref::u2f(amax);
+        store_f32(payload + lay.offset(j + k), M);
+        inv[k] = amax ? 1.0 / double(M) : 0.0;
+      }
+      bucket_sums4(x + lay.start(j), lay.b, lay.b, inv, s1 + (j - jb), s2 + (j - jb));
+    }
+  }
+  for (; j < je; ++j) {
+    const float* v = x + lay.start(j);
+    const uint64_t m = lay.len(j);
+    const uint32_t amax = bucket_amax(v, m);
+    const float M = ref::u2f(amax);
+    store_f32(payload + lay.offset(j), M);
+    bucket_sums(v, m, amax ? 1.0 / double(M) : 0.0, s1 + (j - jb), s2 + (j - jb));
+  }
 }
 
 int eff_threads(int t) { return t > 0 ? t : default_threads(); }
@@ -238,6 +350,7 @@ uint64_t nonuniform_encode(EncodeArgs& a) {
   const uint64_t bpt = std::max<uint64_t>(1, kTaskElems / lay.b);  // buckets per task
 
   // ---- pass 1: bucket max (to the payload) and fit sums
+  const bool simd = !a.scalar && cpu_info().avx2;
   double S1 = 0, S2 = 0;
   uint64_t cnt = 0;
   {
@@ -247,30 +360,7 @@ uint64_t nonuniform_encode(EncodeArgs& a) {
       const uint64_t wn = std::min<uint64_t>(kFitWindow, lay.nb - w0);
       parallel_for(threads, (wn + bpt - 1) / bpt, [&](uint64_t task) {
         const uint64_t jb = w0 + task * bpt, je = std::min(w0 + wn, jb + bpt);
-        for (uint64_t j = jb; j < je; ++j) {
-          const float* v = a.x + lay.start(j);
-          const uint64_t m = lay.len(j);
-          uint32_t amax = 0;
-          for (uint64_t i = 0; i < m; ++i) {
-            const uint32_t b = ref::f2u(v[i]) & 0x7FFFFFFFu;
-            amax = b > amax ? b : amax;
-          }
-          if (amax >= 0x7F800000u) throw Error(ErrCode::NONFINITE, "nonuniform: input contains NaN or Inf");
-          const float M = ref::u2f(amax);
-          store_f32(a.payload + lay.offset(j), M);
-          double t1 = 0, t2 = 0;
-          if (amax != 0) {
-            const double inv = 1.0 / double(M);
-            for (uint64_t i = 0; i < m; ++i) {
-              const double y = double(std::fabs(v[i])) * inv;
-              t1 += y;
-              const double y2 = y * y;
-              t2 += y2;
-            }
-          }
-          s1[j - w0] = t1;
-          s2[j - w0] = t2;
-        }
+        fit_buckets(lay, a.x, a.payload, jb, je, s1.data() + (jb - w0), s2.data() + (jb - w0), simd);
       });
       for (uint64_t j = 0; j < wn; ++j) {
         const float M = load_f32(a.payload + lay.offset(w0 + j));
@@ -291,7 +381,6 @@ uint64_t nonuniform_encode(EncodeArgs& a) {
   T.init(a.nu_levels, p.levels);
 
   // ---- pass 2: quantize and pack
-  const bool simd = !a.scalar && cpu_info().avx2;
   const uint64_t ntasks = (lay.nb + bpt - 1) / bpt;
   parallel_for(threads, ntasks, [&](uint64_t task) {
     std::vector<uint32_t> ubuf(simd ? 4 * (kSub / 8 + 2) : 0);

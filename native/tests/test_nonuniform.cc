@@ -382,6 +382,13 @@ static void test_round_trip_and_parity() {
         }
         CHECK_MSG(add_ok, "decode-add kind=%d L=%u b=%u", kind, L, b);
       }
+  // Every L of the unrolled AVX2 paths (1..16) and some of the table path: scalar = AVX2 on ragged buckets.
+  for (uint32_t L = 1; L <= 24; ++L)
+    for (int kind : {0, 6}) {
+      const std::vector<float> x = make_data(kind, 3001, 40 + L);
+      const Params p = nu_params(L, 333);
+      CHECK_MSG(encode_nu(p, x, 17, 1, true).payload == encode_nu(p, x, 17, 2, false).payload, "scalar vs SIMD, L=%u kind=%d", L, kind);
+    }
   // Same seed, same bytes; another seed, other bytes.
   const std::vector<float> x = make_data(0, 5000, 3);
   const Params p = nu_params(8, 512);
