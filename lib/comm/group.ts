@@ -1,6 +1,7 @@
 // Group: the collective operations, written once over a Transport (in-process shared memory or MPI).
 // See docs/COLLECTIVES.md for the algorithms, the seed derivation and the exact arithmetic order.
-import { decompress, decompressAdd } from '../codecs';
+import { binding } from '../binding';
+import { _internal, compressorInternals, decompress, decompressAdd } from '../codecs';
 import type { ExchangeSpec, Transport } from './transport';
 import { chunkOffsets, checkTimeout, commError, deriveSeed, freshSeed, isFloat32Array } from './util';
 import { mixingMatrix, type Topology } from './topology';
@@ -172,22 +173,19 @@ export class Group {
         await this.transport.allreduceSum(x, deadline, 'allreduce');
       } else if ((o.algorithm ?? 'ring') === 'allgather' || this.size === 1) {
         // an errorFeedback(...) wrapper keeps its own residual of the whole tensor: used as is
-        await this.allgatherCompressed(x, comp, seed, this.efState(x, o), deadline);
+        await this.allgatherCompressed(x, comp, seed, this.efState(x, o), deadline, !!o.average);
       } else {
         // ring: each rank compresses every chunk once per operation (P-1 partial sums and its own final
         // chunk), so an errorFeedback(...) wrapper is unwrapped: its inner compressor runs at every
         // compression site with a residual of the whole tensor kept here (keyed by the wrapper).
         const w = efWrapper(comp);
         if (w) {
-          await this.ringCompressed(x, w.inner, seed, this.efState(comp as object, { errorFeedback: w.options }, x.length), deadline);
+          await this.ringCompressed(x, w.inner, seed, this.efState(comp as object, { errorFeedback: w.options }, x.length), deadline, !!o.average);
         } else {
-          await this.ringCompressed(x, comp, seed, this.efState(x, o), deadline);
+          await this.ringCompressed(x, comp, seed, this.efState(x, o), deadline, !!o.average);
         }
       }
-      if (o.average && this.size > 1) {
-        const P = this.size;
-        for (let i = 0; i < x.length; i++) x[i] = x[i] / P;
-      }
+      if (o.average && this.size > 1 && !(comp && pow2(this.size))) divideInPlace(x, this.size);
     });
   }
 
@@ -261,8 +259,15 @@ export class Group {
   ): number {
     const y = x.subarray(a, b);
     if (!ef) return comp.compress(y, { seed, out }).length;
-    const n = b - a, h = ef.h.subarray(a, b), v = this.tmp(n, 0), d = this.tmp(n, 1);
+    const n = b - a, h = ef.h.subarray(a, b);
     const { alpha, beta } = ef;
+    const ci = compressorInternals(comp);
+    if (ci && n > 0) {
+      // one native pass (gz::ef_step): encode y + alpha*h, decode into scratch, update h
+      const r = binding().efStep(ci.params(), y, h, this.tmp(n, 0), alpha, beta, _internal.readSeed(seed), out);
+      return typeof r === 'number' ? r : r.length;
+    }
+    const v = this.tmp(n, 0), d = this.tmp(n, 1);
     for (let i = 0; i < n; i++) v[i] = y[i] + Math.fround(alpha * h[i]);
     const pkt = comp.compress(v, { seed, out });
     decompress(pkt, d);
@@ -280,7 +285,7 @@ export class Group {
    *  them in rank order 0 .. P-1 (x = dec(p0); x += dec(p1); ...), so all ranks get identical bits. */
   private async allgatherCompressed(
     x: Float32Array, comp: CompressorLike, seed: bigint,
-    ef: { h: Float32Array; alpha: number; beta: number } | null, deadline: number,
+    ef: { h: Float32Array; alpha: number; beta: number } | null, deadline: number, average: boolean,
   ): Promise<void> {
     const n = x.length, T = this.transport;
     const cap = comp.maxCompressedBytes(n);
@@ -291,8 +296,15 @@ export class Group {
     };
     const views = await T.exchange(spec, deadline, 'allreduce(allgather)');
     try {
-      decompress(views[0]!, x);
-      for (let j = 1; j < this.size; j++) decompressAdd(views[j]!, x, 1);
+      if (average && pow2(this.size) && this.size > 1) {
+        // x = Σ_j dec(p_j) / P computed as Σ_j (dec(p_j) · 2^-k): scaling by a power of two commutes with
+        // float rounding, so this equals the sum-then-divide (outside the subnormal range), in one pass
+        x.fill(0);
+        for (let j = 0; j < this.size; j++) decompressAdd(views[j]!, x, 1 / this.size);
+      } else {
+        decompress(views[0]!, x);
+        for (let j = 1; j < this.size; j++) decompressAdd(views[j]!, x, 1);
+      }
     } finally {
       T.release();
     }
@@ -304,7 +316,7 @@ export class Group {
    *  compressed once more, and every rank, the owner included, decodes that packet. */
   private async ringCompressed(
     x: Float32Array, comp: CompressorLike, seed: bigint,
-    ef: { h: Float32Array; alpha: number; beta: number } | null, deadline: number,
+    ef: { h: Float32Array; alpha: number; beta: number } | null, deadline: number, average: boolean,
   ): Promise<void> {
     const P = this.size, r = this.rank, n = x.length, T = this.transport;
     const off = chunkOffsets(n, P);
@@ -331,9 +343,16 @@ export class Group {
       to: this.others(), from: this.others(), maxRecv: (j) => comp.maxCompressedBytes(len((j + 1) % P)),
     }, deadline, 'allreduce(ring)');
     try {
+      const fold = average && pow2(P);
       for (let j = 0; j < P; j++) {
-        const c = (j + 1) % P;
-        decompress(views[j]!, x.subarray(off[c], off[c + 1]));
+        const c = (j + 1) % P, dst = x.subarray(off[c], off[c + 1]);
+        if (fold) {
+          // dec(p) / P with P = 2^k: exactly dec(p) · 2^-k, added to zeros in the decoder's pass
+          dst.fill(0);
+          decompressAdd(views[j]!, dst, 1 / P);
+        } else {
+          decompress(views[j]!, dst);
+        }
       }
     } finally {
       T.release();
@@ -466,6 +485,15 @@ export class Group {
     await last;
     await this.transport.close();
   }
+}
+
+function pow2(P: number): boolean {
+  return (P & (P - 1)) === 0;
+}
+
+function divideInPlace(x: Float32Array, P: number): void {
+  const n = x.length;
+  for (let i = 0; i < n; i++) x[i] = x[i] / P;
 }
 
 function f32view(u8: Uint8Array, n: number): Float32Array {
