@@ -80,12 +80,9 @@ function nuLevels(p: Uint8Array): number[] {
 }
 
 /** Throws a descriptive error when d violates the codec's deterministic bound for input v. */
-// FORMAT 3.1 replaces r * 65536 by FLT_MAX when it overflows (bucket scale N < s * 2^-112, i.e. below ~2e-34):
-// such buckets quantize towards zero and break the one-level bound and unbiasedness. The general property skips
-// those buckets (counted in `tinySkipped`); the dedicated test 'tiny buckets' below checks them and fails until fixed.
-const TINY_N = (s: number) => s * 2 ** -112;
-let tinySkipped = 0;
-function checkBound(spec: Spec, v: Float32Array, d: Float32Array, pkt: Uint8Array, strictTiny = false) {
+// Buckets with a tiny scale (N < s * 2^-112, where s / N * 65536 overflows float32) once decoded to zeros; FORMAT 3.1
+// now pre-scales them by 2^64. The dedicated test 'tiny buckets' below keeps that case covered.
+function checkBound(spec: Spec, v: Float32Array, d: Float32Array, pkt: Uint8Array) {
   const n = v.length, o: any = spec.opts;
   const fail = (i: number, why: string) => { throw new Error(`${spec.kind} ${JSON.stringify(o)} n=${n} i=${i}: v=${v[i]} d=${d[i]}: ${why}`); };
   if (d.length !== n) throw new Error(`length ${d.length} != ${n}`);
@@ -100,7 +97,6 @@ function checkBound(spec: Spec, v: Float32Array, d: Float32Array, pkt: Uint8Arra
       const N = norm === 'l2' ? st.l2 : st.max;
       // zeta in {l, l+1} with l <= s|v|/N <= l+1: |Q - v| <= N/s (one level), plus float slack
       const bound = (N / s) * (1 + 2 ** -18) + (s + 2) * TINY;
-      if (!strictTiny && N > 0 && N < TINY_N(s)) { tinySkipped++; continue; }
       for (let i = j; i < e; i++) {
         if (Math.abs(d[i] - v[i]) > bound) fail(i, `|Q-v| > N/s = ${N / s}`);
         if (d[i] * v[i] < 0) fail(i, 'sign flipped');
@@ -179,11 +175,10 @@ describe('round trip on arbitrary input and options', () => {
       }),
       { seed: SEED, numRuns: RUNS },
     );
-    console.log(`round trip: ${tinySkipped} tiny-scale buckets skipped (see the 'tiny buckets' test)`);
   });
   it('tiny buckets (scale below s * 2^-112, subnormal data) also stay within one level of v', () => {
-    // Minimal reproduction: qsgd({levels: 1, norm: 'linf'}).compress(Float32Array.of(1.12e-44)) decodes to [0]
-    // (the bucket scale N = 1.12e-44 travels correctly, but every zeta is 0 because r * 65536 is clamped).
+    // Formerly failing: qsgd({levels: 1, norm: 'linf'}).compress(Float32Array.of(1.12e-44)) decoded to [0]
+    // (r * 65536 was clamped to FLT_MAX, so every zeta was 0).
     const tiny = fc.array(fc.float({ noNaN: true, min: F(-1e-36), max: F(1e-36) }), { minLength: 1, maxLength: 200 });
     const qs = fc.record({
       levels: fc.integer({ min: 1, max: 16 }), bucketSize: bucketArb, norm: fc.constantFrom('l2', 'linf'),
@@ -192,7 +187,7 @@ describe('round trip on arbitrary input and options', () => {
     fc.assert(
       fc.property(tiny.map((a) => Float32Array.from(a)), qs, (v, spec) => {
         const pkt = make(spec).compress(v, { seed: 1 });
-        checkBound(spec, v, decompress(pkt), pkt, true);
+        checkBound(spec, v, decompress(pkt), pkt);
       }),
       { seed: SEED + 5, numRuns: Math.ceil(RUNS / 3) },
     );
