@@ -75,7 +75,7 @@ export function relError(x: Float32Array, y: Float32Array, limit = 1 << 22): num
 export function machine() {
   let info: unknown = null;
   try { info = gz.info(); } catch { /* addon missing */ }
-  return { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length, node: process.version, platform: `${os.platform()} ${os.release()}`, gradzip: info };
+  return { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length, node: process.version, platform: `${os.platform()} ${os.release()}`, loadavg: os.loadavg(), gradzip: info };
 }
 
 export interface Case {

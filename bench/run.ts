@@ -4,6 +4,7 @@
 // <date>-throughput.svg (copied to bench/results/throughput.svg, the one README shows). A quick run writes the same
 // files with a tmp- prefix (git-ignored).
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { chartSvg } from './chart';
 import { FULL_SIZES, QUICK_SIZES, fmtSize, machine, parseSize, runKernel, type Args, type Kernel, type Row } from './common';
@@ -63,7 +64,7 @@ async function main() {
   const args = parseArgs(process.argv.slice(2));
   mkdirSync(args.outDir, { recursive: true });
   const m = machine();
-  console.log(`gradzip benchmarks (${args.quick ? 'quick' : 'full'}): ${m.cpu}, ${m.cores} cores, node ${m.node}; sizes ${args.sizes.map(fmtSize).join(', ')}; threads ${args.threads.join(', ')}`);
+  console.log(`gradzip benchmarks (${args.quick ? 'quick' : 'full'}): ${m.cpu}, ${m.cores} cores, node ${m.node}, load ${m.loadavg.map((l) => l.toFixed(1)).join(' ')}; sizes ${args.sizes.map(fmtSize).join(', ')}; threads ${args.threads.join(', ')}`);
   if (!(global as any).gc) console.log('(run node with --expose-gc to collect between suites)');
   const all: Row[] = [];
   const data = new Map<number, Float32Array>();
@@ -89,7 +90,7 @@ async function main() {
     const md = [
       `# gradzip benchmark summary (${started}${args.quick ? ', quick' : ''})`,
       '',
-      `Machine: ${m.cpu}, ${m.cores} cores, node ${m.node}. Gaussian f32 input. qsgd s = 4, bucket 512, l2; topk / randomk 1%; nonuniform 8 levels.`,
+      `Machine: ${m.cpu}, ${m.cores} cores, node ${m.node}, load average at start ${m.loadavg.map((l) => l.toFixed(1)).join(' / ')} (at end ${os.loadavg().map((l) => l.toFixed(1)).join(' / ')}). Gaussian f32 input. qsgd s = 4, bucket 512, l2; topk / randomk 1%; nonuniform 8 levels.`,
       '',
       summaryTable(all, headline),
       '',
