@@ -326,6 +326,47 @@ void fit_buckets(const Layout& lay, const float* x, uint8_t* payload, uint64_t j
   }
 }
 
+// ---- AVX2 decoder for L <= 15 (W <= 5): eight codes per W bytes, spread to one per byte by shifts, the level by
+// in-register permutes, value = M * q[ζ] then the sign flipped (the same float operations as the table of the
+// scalar path), add = out + alpha * v (multiply, then add). MODE 0: validate only; 1: store; 2: add.
+// Returns true when some ζ > L. ngroups full groups of 8 codes starting at cb; `avail` = readable bytes at cb.
+GZ_AVX2 inline uint64_t spread_bytes(uint64_t v, uint32_t W) {
+  const uint64_t m4 = (uint64_t(1) << (4 * W)) - 1, m2 = (uint64_t(1) << (2 * W)) - 1, m1 = (uint64_t(1) << W) - 1;
+  v = (v & m4) | (((v >> (4 * W)) & m4) << 32);
+  v = (v & (m2 | (m2 << 32))) | (((v >> (2 * W)) & (m2 | (m2 << 32))) << 16);
+  const uint64_t b1 = m1 | (m1 << 16) | (m1 << 32) | (m1 << 48);
+  return (v & b1) | (((v >> W) & b1) << 8);
+}
+
+template <int MODE>
+GZ_AVX2 bool decode_groups_avx2(const uint8_t* cb, uint64_t ngroups, uint64_t avail, uint32_t W, uint32_t L, float M,
+                                const float* q, float* out, float alpha) {
+  alignas(32) float qp[16];
+  for (int t = 0; t < 16; ++t) qp[t] = t <= int(L) ? q[t] : 0.f;
+  const __m256 q_lo = _mm256_load_ps(qp), q_hi = _mm256_load_ps(qp + 8), Mv = _mm256_set1_ps(M), av = _mm256_set1_ps(alpha);
+  const __m256i Lv = _mm256_set1_epi32(int(L)), seven = _mm256_set1_epi32(7), one = _mm256_set1_epi32(1);
+  __m256i bad = _mm256_setzero_si256();
+  for (uint64_t g = 0; g < ngroups; ++g) {
+    const uint64_t off = g * W;
+    uint64_t raw = 0;
+    if (off + 8 <= avail) std::memcpy(&raw, cb + off, 8);
+    else std::memcpy(&raw, cb + off, W);
+    raw &= W == 8 ? ~uint64_t(0) : ((uint64_t(1) << (8 * W)) - 1);
+    const __m256i code = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(spread_bytes(raw, W))));
+    const __m256i z = _mm256_srli_epi32(code, 1);
+    bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(z, Lv));
+    if (MODE == 0) continue;
+    const __m256 hi8 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(z, seven));
+    const __m256 qz = _mm256_blendv_ps(_mm256_permutevar8x32_ps(q_lo, z), _mm256_permutevar8x32_ps(q_hi, z), hi8);
+    const __m256i sbit = _mm256_slli_epi32(_mm256_and_si256(code, one), 31);
+    const __m256 v = _mm256_xor_ps(_mm256_mul_ps(Mv, qz), _mm256_castsi256_ps(sbit));
+    float* o = out + 8 * g;
+    if (MODE == 1) _mm256_storeu_ps(o, v);
+    else _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), _mm256_mul_ps(av, v)));
+  }
+  return !_mm256_testz_si256(bad, bad);
+}
+
 int eff_threads(int t) { return t > 0 ? t : default_threads(); }
 
 }  // namespace
@@ -416,6 +457,7 @@ void nonuniform_decode(const DecodeArgs& a) {
   const uint32_t W = lay.W;
   const uint32_t ncodes = 1u << W;
   const int threads = eff_threads(a.threads);
+  const bool simd = !a.scalar && cpu_info().avx2;
   const uint64_t bpt = std::max<uint64_t>(1, kTaskElems / lay.b);
   const uint64_t ntasks = (lay.nb + bpt - 1) / bpt;
 
@@ -441,7 +483,18 @@ void nonuniform_decode(const DecodeArgs& a) {
       }
     const uint64_t mask = (uint64_t(1) << W) - 1;
     float* out = a.out + i0;
-    for (uint64_t e = 0; e < m; e += 8) {
+    uint64_t e = 0;
+    if (simd && L <= 15 && M > 0.f) {  // whole groups of 8 (M = 0 buckets and the tail take the scalar path)
+      const uint64_t ng = m / 8;
+      const uint64_t avail = lay.offset(lay.nb - 1) + 4 + code_bytes(lay.len(lay.nb - 1), W) - (lay.offset(j) + 4);
+      bool b = false;
+      if (!store) b = decode_groups_avx2<0>(cb, ng, avail, W, L, M, q, out, a.alpha);
+      else if (a.add) b = decode_groups_avx2<2>(cb, ng, avail, W, L, M, q, out, a.alpha);
+      else b = decode_groups_avx2<1>(cb, ng, avail, W, L, M, q, out, a.alpha);
+      if (b) throw Error(ErrCode::CORRUPT, "corrupt packet: nonuniform level index > L");
+      e = ng * 8;
+    }
+    for (; e < m; e += 8) {
       const unsigned cnt = unsigned(std::min<uint64_t>(8, m - e));
       uint64_t g = 0;
       std::memcpy(&g, cb + (e / 8) * W, (cnt * W + 7) / 8);

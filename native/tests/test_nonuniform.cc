@@ -291,9 +291,9 @@ static Header header_for(const Params& p, uint64_t n, const Enc& e) {
 }
 
 static std::vector<float> decode_nu(const Header& h, int threads, bool add = false, float alpha = 1.f,
-                                    std::vector<float> acc = {}) {
+                                    std::vector<float> acc = {}, bool scalar = false) {
   std::vector<float> out = add ? acc : std::vector<float>(h.n, 123.f);
-  DecodeArgs d{&h, out.data(), add, alpha, threads, false};
+  DecodeArgs d{&h, out.data(), add, alpha, threads, scalar};
   nonuniform_decode(d);
   return out;
 }
@@ -351,6 +351,10 @@ static void test_round_trip_and_parity() {
         const Header h = header_for(p, n, s1);
         const std::vector<float> y = decode_nu(h, 2);
         CHECK(decode_nu(h, 1) == y);
+        {
+          const std::vector<float> ys = decode_nu(h, 1, false, 1.f, {}, true);  // scalar decoder: same bits (-0.0 too)
+          CHECK_MSG(std::memcmp(ys.data(), y.data(), 4 * n) == 0, "decode scalar vs SIMD kind=%d L=%u b=%u", kind, L, b);
+        }
         // Every decoded value is ±M·q_ζ with ζ ∈ {τ, τ+1}: it brackets |x| between adjacent levels, same sign.
         bool ok = true;
         for (uint64_t j = 0; j * b < n && ok; ++j) {
@@ -375,6 +379,8 @@ static void test_round_trip_and_parity() {
         std::vector<float> acc(n);
         for (uint64_t i = 0; i < n; ++i) acc[i] = float(i % 13) - 6.f;
         const std::vector<float> z = decode_nu(h, 2, true, 0.25f, acc);
+        const std::vector<float> zs = decode_nu(h, 2, true, 0.25f, acc, true);
+        CHECK_MSG(std::memcmp(zs.data(), z.data(), 4 * n) == 0, "decode-add scalar vs SIMD kind=%d L=%u", kind, L);
         bool add_ok = true;
         for (uint64_t i = 0; i < n; ++i) {
           const float t = 0.25f * y[i];
@@ -444,11 +450,13 @@ static void test_corrupt() {
   auto expect_corrupt = [&](Enc e, Header h, const char* what) {
     h.payload = e.payload.data();
     h.payload_bytes = e.payload.size();
-    CHECK_MSG(code_of([&] { decode_nu(h, 2); }) == ErrCode::CORRUPT, "%s (decompress)", what);
-    std::vector<float> a = acc;
-    DecodeArgs d{&h, a.data(), true, 1.f, 2, false};
-    CHECK_MSG(code_of([&] { nonuniform_decode(d); }) == ErrCode::CORRUPT, "%s (add)", what);
-    CHECK_MSG(a == acc, "%s: decompressAdd changed acc", what);
+    for (bool scalar : {false, true}) {
+      CHECK_MSG(code_of([&] { decode_nu(h, 2, false, 1.f, {}, scalar); }) == ErrCode::CORRUPT, "%s (decompress)", what);
+      std::vector<float> a = acc;
+      DecodeArgs d{&h, a.data(), true, 1.f, 2, scalar};
+      CHECK_MSG(code_of([&] { nonuniform_decode(d); }) == ErrCode::CORRUPT, "%s (add)", what);
+      CHECK_MSG(a == acc, "%s: decompressAdd changed acc", what);
+    }
   };
   const Header h0 = header_for(p, x.size(), good);
   const uint64_t fb = 4 + (100 * 5 + 7) / 8;  // full bucket bytes
@@ -467,6 +475,15 @@ static void test_corrupt() {
   {
     Enc e = good; e.payload[fb * 5 + 4] = uint8_t((e.payload[fb * 5 + 4] & 0xE0) | (9 << 1));  // first code ζ = 9
     expect_corrupt(e, h0, "level index > L");
+  }
+  {
+    Enc e = good;  // ζ = 12 as code 7 of group 3 in bucket 2 (bits 3·40 + 35 .. +39 of its codes)
+    const uint64_t bit = 3 * 40 + 7 * 5, base = fb * 2 + 4;
+    uint64_t w = 0;
+    std::memcpy(&w, &e.payload[base + bit / 8], 4);
+    w = (w & ~(uint64_t(31) << (bit % 8))) | (uint64_t(12 << 1) << (bit % 8));
+    std::memcpy(&e.payload[base + bit / 8], &w, 4);
+    expect_corrupt(e, h0, "level index > L inside a group");
   }
   {
     Enc e = good; e.payload.back() |= 0x80;  // a padding bit of the last bucket
