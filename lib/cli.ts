@@ -111,7 +111,7 @@ function hex(b: Uint8Array, from: number, to: number): string {
 }
 
 /** Annotated hex of a packet: one line per field, `offset  bytes  meaning`. */
-export function hexdump(p: Uint8Array): string {
+export function hexdump(p: Uint8Array, input?: ArrayLike<number>): string {
   const h = parseRaw(p);
   const dv = new DataView(p.buffer, p.byteOffset, p.byteLength);
   const lines: string[] = [];
@@ -157,16 +157,17 @@ export function hexdump(p: Uint8Array): string {
       row(off, 4, `bucket ${b0 / h.bucket}: scale N = ${N} (f32)`);
       off += 4;
       const nb = Math.ceil((m * W) / 8);
-      const codes: string[] = [];
       const w = Math.fround(N / s);
-      for (let i = 0; i < m && codes.length < 16; i++) {
+      row(off, nb, `${m} codes of ${W} bits (zeta << 1 | sign), LSB first; w = N / s = ${w}`);
+      for (let i = 0; i < Math.min(m, 16); i++) {
         let c = 0;
         for (let k = 0; k < W; k++) { const q = i * W + k; c |= ((p[off + (q >> 3)] >> (q & 7)) & 1) << k; }
         const zeta = c >> 1, neg = c & 1;
         const v = Math.fround(w * zeta);
-        codes.push(`x${b0 + i}: zeta ${zeta}${neg ? ' -' : ' +'} -> ${neg ? -v : v}`);
+        const src = input && b0 + i < input.length ? `x[${b0 + i}] = ${input[b0 + i]}: ` : `x[${b0 + i}]: `;
+        lines.push(`${''.padStart(5)}  ${''.padEnd(47)}    ${src}bits ${i * W}..${i * W + W - 1} = ${c.toString(2).padStart(W, '0')}b: zeta ${zeta}, sign ${neg} -> ${neg ? -v : v}`);
       }
-      row(off, nb, `${W}-bit codes (zeta << 1 | sign), LSB first: ${codes.join('; ')}${m > 16 ? '; ...' : ''}`);
+      if (m > 16) lines.push(`${''.padStart(5)}  ${''.padEnd(47)}    ...`);
       off += nb;
     }
   } else if (h.payloadBytes > 0) {
@@ -206,7 +207,7 @@ export async function main(argv: string[]): Promise<number> {
       if (arg) { console.log(hexdump(new Uint8Array(readFileSync(arg)))); return 0; }
       const p = examplePacket();
       console.log(`qsgd({ levels: 4 }).compress(new Float32Array([${EXAMPLE_INPUT.join(', ')}]), { seed: 1 }): ${p.byteLength} bytes`);
-      console.log(hexdump(p));
+      console.log(hexdump(p, EXAMPLE_INPUT));
       console.log(`decompress: [${Array.from(decompress(p)).join(', ')}]`);
       return 0;
     }
