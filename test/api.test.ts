@@ -1,7 +1,7 @@
 // The public API surface: exports (CJS and ESM), factory defaults (SPEC "Details"), frozen compressors,
 // zero-copy `out`, inspect and info shapes, error feedback state, lazy loading, the loader's error, overhead.
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -175,6 +175,27 @@ describe('inspect', () => {
     expect(inspect(topk({ k: 3, values: 'bf16' }).compress(data(50))).params).toEqual({ k: 3, values: 'bf16' });
     expect(inspect(randomk({ k: 3 }).compress(data(50), { seed: 2 })).params).toEqual({ k: 3 });
     expect(inspect(terngrad({ bucketSize: 9 }).compress(data(50), { seed: 2 })).params).toEqual({ bucketSize: 9 });
+  });
+});
+
+describe('cli', () => {
+  it('hexdump prints the worked example of docs/FORMAT.md section 6, byte for byte', () => {
+    const out = node(['dist/cjs/cli.js', 'hexdump']);
+    const md = readFileSync(path.join(root, 'docs', 'FORMAT.md'), 'utf8');
+    const block = md.slice(md.indexOf('## 6. Worked example')).split('```')[1];
+    expect(block.trim()).toBe(out.trim());
+    expect(out).toContain('67 bytes');
+  });
+  it('inspect <file> prints the header as JSON', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'gradzip-cli-'));
+    try {
+      const f = path.join(dir, 'p.gz');
+      writeFileSync(f, topk({ k: 3 }).compress(data(100)));
+      const j = JSON.parse(node(['dist/cjs/cli.js', 'inspect', f]));
+      expect(j).toMatchObject({ codec: 'topk', n: 100, seed: '0n', params: { k: 3, values: 'f32' } });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
