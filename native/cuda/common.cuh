@@ -47,7 +47,9 @@ struct Uniforms {
   __device__ __forceinline__ uint32_t at(uint64_t i) {
     const uint64_t j = i >> 3;
     if (j != blk) { w = gz::philox_block(seed, j, 0); blk = j; }
-    return (w.v[(i & 7) >> 1] >> (16 * (i & 1))) & 0xFFFFu;
+    const uint32_t q = uint32_t(i & 7) >> 1;  // selects, not an indexed load: w stays in registers
+    const uint32_t word = q == 0 ? w.v[0] : (q == 1 ? w.v[1] : (q == 2 ? w.v[2] : w.v[3]));
+    return (word >> (16 * (i & 1))) & 0xFFFFu;
   }
 };
 
@@ -87,6 +89,42 @@ __device__ __forceinline__ uint32_t warp_amax(const float* __restrict__ v, uint6
     a = b > a ? b : a;
   }
   return warp_max_u32(a);
+}
+
+// Bucket norm for buckets of m <= 32*R elements held in registers: one batch of R independent loads per lane
+// (R*128 bytes in flight per warp), then the exact max and the FORMAT l2 order (lane j: elements j, j+32, ...
+// in increasing order; absent tail elements add +0, which changes nothing) from registers.
+// Returns amax bits in *amax_out and the norm (l2) or the max (linf).
+template <bool NZ, int R>
+__device__ __forceinline__ float warp_norm_regs(const float* __restrict__ v, uint64_t m, int lane, bool l2,
+                                                uint32_t* amax_out, bool& bad) {
+  float r[R];
+#pragma unroll
+  for (int t = 0; t < R; ++t) {
+    const uint64_t i = uint64_t(lane) + 32u * t;
+    r[t] = i < m ? __ldg(v + i) : 0.f;
+  }
+  uint32_t a = 0;
+#pragma unroll
+  for (int t = 0; t < R; ++t) {
+    r[t] = sanitize(r[t], NZ, bad);
+    const uint32_t b = f2u(r[t]) & 0x7FFFFFFFu;
+    a = b > a ? b : a;
+  }
+  a = warp_max_u32(a);
+  *amax_out = a;
+  if (!l2) return u2f(a);
+  if (a == 0) return 0.f;
+  const int e = gz::ref::floor_log2(u2f(a));
+  float acc = 0.f;
+#pragma unroll
+  for (int t = 0; t < R; ++t) {
+    const float y = gz::ref::mul_pow2(fabsf(r[t]), -e);
+    acc = __fadd_rn(acc, __fmul_rn(y, y));
+  }
+  for (int w = 16; w >= 1; w >>= 1) acc = __fadd_rn(acc, __shfl_down_sync(kFull, acc, w));
+  acc = __shfl_sync(kFull, acc, 0);
+  return gz::ref::mul_pow2(__fsqrt_rn(acc), e);
 }
 
 __host__ __device__ __forceinline__ uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }

@@ -5,47 +5,51 @@
 
 namespace gzc {
 
-__device__ __forceinline__ void put_bits(uint64_t& lo, uint64_t& hi, uint32_t pos, uint32_t W, uint64_t code) {
-  if (pos < 64) {
-    lo |= code << pos;
-    if (pos + W > 64) hi |= code >> (64 - pos);
-  } else {
-    hi |= code << (pos - 64);
-  }
+// Up to 8 codes of W <= 17 bits = 136 bits: three u64 words.
+struct Bits3 { uint64_t w[3]; };
+// Register-only access (no dynamically indexed arrays, which would live in local memory).
+__device__ __forceinline__ uint64_t& word_ref(Bits3& b, uint32_t q) { return q == 0 ? b.w[0] : (q == 1 ? b.w[1] : b.w[2]); }
+__device__ __forceinline__ uint64_t word_of(const Bits3& b, uint32_t q) { return q == 0 ? b.w[0] : (q == 1 ? b.w[1] : b.w[2]); }
+__device__ __forceinline__ void put_bits(Bits3& b, uint32_t pos, uint32_t W, uint64_t code) {
+  const uint32_t q = pos >> 6, o = pos & 63;
+  const uint64_t lo = code << o, hi = (o + W > 64) ? code >> (64 - o) : 0;
+  if (q == 0) { b.w[0] |= lo; b.w[1] |= hi; }
+  else if (q == 1) { b.w[1] |= lo; b.w[2] |= hi; }
+  else { b.w[2] |= lo; }
 }
-__device__ __forceinline__ uint32_t get_bits(uint64_t lo, uint64_t hi, uint32_t pos, uint32_t W) {
-  uint64_t v;
-  if (pos < 64) {
-    v = lo >> pos;
-    if (pos + W > 64) v |= hi << (64 - pos);
-  } else {
-    v = hi >> (pos - 64);
-  }
+__device__ __forceinline__ uint32_t get_bits(const Bits3& b, uint32_t pos, uint32_t W) {
+  const uint32_t q = pos >> 6, o = pos & 63;
+  uint64_t v = word_of(b, q) >> o;
+  if (o + W > 64) v |= word_of(b, q + 1) << (64 - o);
   return uint32_t(v & ((uint64_t(1) << W) - 1));
 }
+__device__ __forceinline__ uint8_t byte_of(const Bits3& b, uint32_t k) { return uint8_t(word_of(b, k >> 3) >> (8 * (k & 7))); }
 
-// Stores nb (<= 17) bytes of (lo, hi); 32-bit stores when the address and count allow.
-__device__ __forceinline__ void store_bytes(uint8_t* p, uint64_t lo, uint64_t hi, uint32_t nb) {
+// Stores nb (<= 17) bytes of b; 32-bit stores when the address and count allow. Fully unrolled with
+// constant indices so that b stays in registers.
+__device__ __forceinline__ void store_bytes(uint8_t* p, const Bits3& b, uint32_t nb) {
   if ((reinterpret_cast<uintptr_t>(p) & 3) == 0 && (nb & 3) == 0) {
     uint32_t* q = reinterpret_cast<uint32_t*>(p);
-    for (uint32_t k = 0; k < nb / 4; ++k) q[k] = uint32_t(k < 2 ? lo >> (32 * k) : hi >> (32 * (k - 2)));
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k)
+      if (k < nb / 4) q[k] = uint32_t(b.w[k >> 1] >> (32 * (k & 1)));
   } else {
-    for (uint32_t k = 0; k < nb; ++k) p[k] = uint8_t(k < 8 ? lo >> (8 * k) : hi >> (8 * (k - 8)));
+#pragma unroll
+    for (uint32_t k = 0; k < 17; ++k)
+      if (k < nb) p[k] = uint8_t(b.w[k >> 3] >> (8 * (k & 7)));
   }
 }
-__device__ __forceinline__ void load_bytes(const uint8_t* p, uint32_t nb, uint64_t& lo, uint64_t& hi) {
-  lo = 0; hi = 0;
+__device__ __forceinline__ void load_bytes(const uint8_t* p, uint32_t nb, Bits3& b) {
+  b.w[0] = b.w[1] = b.w[2] = 0;
   if ((reinterpret_cast<uintptr_t>(p) & 3) == 0 && (nb & 3) == 0) {
     const uint32_t* q = reinterpret_cast<const uint32_t*>(p);
-    for (uint32_t k = 0; k < nb / 4; ++k) {
-      uint64_t w = q[k];
-      if (k < 2) lo |= w << (32 * k); else hi |= w << (32 * (k - 2));
-    }
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k)
+      if (k < nb / 4) b.w[k >> 1] |= uint64_t(q[k]) << (32 * (k & 1));
   } else {
-    for (uint32_t k = 0; k < nb; ++k) {
-      uint64_t w = p[k];
-      if (k < 8) lo |= w << (8 * k); else hi |= w << (8 * (k - 8));
-    }
+#pragma unroll
+    for (uint32_t k = 0; k < 17; ++k)
+      if (k < nb) b.w[k >> 3] |= uint64_t(p[k]) << (8 * (k & 7));
   }
 }
 
@@ -78,7 +82,9 @@ __device__ __forceinline__ void store8(float* __restrict__ p, uint32_t cnt, cons
     }
     q[0] = a; q[1] = b;
   } else {
-    for (uint32_t k = 0; k < cnt; ++k) p[k] = ADD ? __fadd_rn(p[k], __fmul_rn(alpha, v[k])) : v[k];
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k)
+      if (k < cnt) p[k] = ADD ? __fadd_rn(p[k], __fmul_rn(alpha, v[k])) : v[k];
   }
 }
 

@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(TB) k_enc(const float* __restrict__ x, GGeom g
   using Scan = cub::BlockScan<uint64_t, TB>;
   using ScanI = cub::BlockScan<long long, TB>;
   __shared__ union { typename Scan::TempStorage s; typename ScanI::TempStorage i; } tmp;
-  __shared__ float sN[2048], sR[2048];
+  __shared__ float sC[2048], sR[2048];
   __shared__ uint32_t snnz[2048];
   __shared__ uint32_t stage[STAGE_WORDS];
   __shared__ uint64_t s_total;
@@ -80,9 +80,9 @@ __global__ void __launch_bounds__(TB) k_enc(const float* __restrict__ x, GGeom g
       const float N = g.l2 ? warp_l2_norm<NZ>(x + b0, m, lane, amax, bad) : u2f(amax);
       if (isinf(N)) ovf = true;
       if (lane == 0) {
-        float r65536, s65;
-        gz::ref::qsgd_bucket_consts(N, g.s, &r65536, &s65);
-        sN[bi] = N; sR[bi] = r65536; snnz[bi] = 0;
+        float r65536, s65, cpre;
+        gz::ref::qsgd_bucket_consts(N, g.s, &r65536, &s65, &cpre);
+        sC[bi] = cpre; sR[bi] = r65536; snnz[bi] = 0;
         sw[bi] = f2u(N);
       }
     }
@@ -96,10 +96,10 @@ __global__ void __launch_bounds__(TB) k_enc(const float* __restrict__ x, GGeom g
           const uint32_t cnt = uint32_t(min(uint64_t(EPT), len - i0));
           float v[8];
           load8<NZ>(x + lo + i0, cnt, v, bad);
-          for (uint32_t k = 0; k < cnt; ++k) {
+          _Pragma("unroll") for (uint32_t k = 0; k < 8; ++k) if (k < cnt) {
             const uint64_t i = i0 + k;
             const uint32_t bi = uint32_t(i / g.b);
-            const uint32_t z = gz::ref::qsgd_zeta(v[k], sR[bi], s65536, U.at(lo + i));
+            const uint32_t z = gz::ref::qsgd_zeta(v[k] * sC[bi], sR[bi], s65536, U.at(lo + i));
             if (z) atomicAdd(&snnz[bi], 1u);
           }
         }
@@ -120,12 +120,12 @@ __global__ void __launch_bounds__(TB) k_enc(const float* __restrict__ x, GGeom g
       uint32_t z[8];
       if (cnt) load8<NZ>(x + lo + i0, cnt, v, bad);
       long long my_last = -1;
-      for (uint32_t k = 0; k < 8; ++k) {
+      _Pragma("unroll") for (uint32_t k = 0; k < 8; ++k) {
         z[k] = 0;
         if (k < cnt) {
           const uint64_t i = i0 + k;
           const uint32_t bi = uint32_t(i / g.b);
-          z[k] = gz::ref::qsgd_zeta(v[k], sR[bi], s65536, U.at(lo + i));
+          z[k] = gz::ref::qsgd_zeta(v[k] * sC[bi], sR[bi], s65536, U.at(lo + i));
           if (z[k]) my_last = (long long)i;
         }
       }
@@ -139,7 +139,7 @@ __global__ void __launch_bounds__(TB) k_enc(const float* __restrict__ x, GGeom g
       uint64_t bits = 0;
       {
         long long lastnz = prev;
-        for (uint32_t k = 0; k < cnt; ++k) {
+        _Pragma("unroll") for (uint32_t k = 0; k < 8; ++k) if (k < cnt) {
           const uint64_t i = i0 + k;
           const uint32_t bi = uint32_t(i / g.b);
           if (g.sparse) {
@@ -167,7 +167,7 @@ __global__ void __launch_bounds__(TB) k_enc(const float* __restrict__ x, GGeom g
       uint64_t pos = (cur & 31) + off;
       {
         long long lastnz = prev;
-        for (uint32_t k = 0; k < cnt; ++k) {
+        _Pragma("unroll") for (uint32_t k = 0; k < 8; ++k) if (k < cnt) {
           const uint64_t i = i0 + k;
           const uint32_t bi = uint32_t(i / g.b);
           const uint32_t sg = (z[k] && v[k] < 0.f) ? 1u : 0u;
@@ -200,7 +200,8 @@ __global__ void __launch_bounds__(TB) k_enc(const float* __restrict__ x, GGeom g
         const uint64_t full = (end >> 5) - w0;  // complete words
         for (uint64_t w = tid; w < full; w += TB) sw[nb + w0 + w] = stage[w];
         __syncthreads();
-        const uint32_t carry = (end & 31) ? stage[full] : 0u;
+        const uint32_t carry = (end & 31) ? stage[full] : 0u;  // read by every thread before anyone zeroes
+        __syncthreads();
         for (int w = tid; w < STAGE_WORDS; w += TB) stage[w] = 0;
         __syncthreads();
         if (tid == 0) stage[0] = carry;

@@ -68,19 +68,21 @@ __global__ void __launch_bounds__(256) k_quant(const float* __restrict__ x, Shap
     const float M = ld_f32(o);
     float vals[8];
     load8<NZ>(x + start + i0, cnt, vals, bad);
-    uint64_t lo = 0, hi = 0;
+    Bits3 bb{{0, 0, 0}};
     if (M > 0.f) {
-      const float rM = 1.f / M;
+      // FORMAT 3.6: c = 2^64 when M is subnormal (1/M would overflow), both products exact
+      const float cm = M < 1.17549435e-38f ? 18446744073709551616.f : 1.f;
+      const float rM = 1.f / (M * cm);
 #pragma unroll
       for (uint32_t k = 0; k < 8; ++k) {
         if (k < cnt) {
-          const uint32_t z = gz::ref::nu_zeta(vals[k], rM, lv.q, f.L, U.at(start + i0 + k));
+          const uint32_t z = gz::ref::nu_zeta(vals[k] * cm, rM, lv.q, f.L, U.at(start + i0 + k));
           const uint32_t sg = (z > 0 && vals[k] < 0.f) ? 1u : 0u;
-          put_bits(lo, hi, k * f.W, f.W, (uint64_t(z) << 1) | sg);
+          put_bits(bb, k * f.W, f.W, (uint64_t(z) << 1) | sg);
         }
       }
     }
-    store_bytes(o + 4 + g * f.W, lo, hi, uint32_t((uint64_t(cnt) * f.W + 7) >> 3));
+    store_bytes(o + 4 + g * f.W, bb, uint32_t((uint64_t(cnt) * f.W + 7) >> 3));
   }
 }
 
@@ -98,13 +100,13 @@ __global__ void __launch_bounds__(256) k_dec(const uint8_t* __restrict__ pay, Sh
     const uint8_t* o = pay + j * f.stride;
     const float M = ld_f32(o);
     if (!(M >= 0.f) || isinf(M)) { flag(flags, kErrCorrupt); continue; }
-    uint64_t lo, hi;
-    load_bytes(o + 4 + g * f.W, uint32_t((uint64_t(cnt) * f.W + 7) >> 3), lo, hi);
+    Bits3 bb;
+    load_bytes(o + 4 + g * f.W, uint32_t((uint64_t(cnt) * f.W + 7) >> 3), bb);
     float vals[8];
     bool corrupt = false;
 #pragma unroll
     for (uint32_t k = 0; k < 8; ++k) {
-      const uint32_t code = k < cnt ? get_bits(lo, hi, k * f.W, f.W) : 0u;
+      const uint32_t code = k < cnt ? get_bits(bb, k * f.W, f.W) : 0u;
       const uint32_t z = code >> 1;
       if (z > f.L) { corrupt = true; vals[k] = 0.f; continue; }
       const float a = M * lv.q[z];

@@ -24,17 +24,29 @@ __global__ void __launch_bounds__(256) k_enc(const float* __restrict__ x, Shape 
     const uint64_t nbytes = (m + 7) >> 3;
     float sp = 0.f, sn = 0.f;
     uint32_t cp = 0, cn = 0;
-    for (uint64_t t0 = 0; t0 < m; t0 += 32) {
-      const uint64_t i = t0 + lane;
-      float xv = 0.f;
-      if (i < m) xv = sanitize(__ldg(v + i), NZ, bad);
-      const bool neg = i < m && xv < 0.f;
-      const uint32_t mask = __ballot_sync(kFull, neg);
-      if (i < m) {
-        if (neg) { sn = __fadd_rn(sn, xv); ++cn; } else { sp = __fadd_rn(sp, xv); ++cp; }
+    // batches of U iterations: U independent loads per lane in flight, then the in-order accumulation
+    constexpr int U = 8;
+    for (uint64_t t0 = 0; t0 < m; t0 += 32 * U) {
+      float xs[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const uint64_t i = t0 + 32u * u + lane;
+        xs[u] = i < m ? __ldg(v + i) : 0.f;
       }
-      const uint64_t byte = (t0 >> 3) + lane;
-      if (lane < 4 && byte < nbytes) o[8 + byte] = uint8_t(mask >> (8 * lane));
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const uint64_t tb = t0 + 32u * u;
+        if (tb >= m) break;  // warp-uniform
+        const uint64_t i = tb + lane;
+        const float xv = i < m ? sanitize(xs[u], NZ, bad) : 0.f;
+        const bool neg = i < m && xv < 0.f;
+        const uint32_t mask = __ballot_sync(kFull, neg);
+        if (i < m) {
+          if (neg) { sn = __fadd_rn(sn, xv); ++cn; } else { sp = __fadd_rn(sp, xv); ++cp; }
+        }
+        const uint64_t byte = (tb >> 3) + lane;
+        if (lane < 4 && byte < nbytes) o[8 + byte] = uint8_t(mask >> (8 * lane));
+      }
     }
     for (int w = 16; w >= 1; w >>= 1) {
       sp = __fadd_rn(sp, __shfl_down_sync(kFull, sp, w));
@@ -50,27 +62,29 @@ __global__ void __launch_bounds__(256) k_enc(const float* __restrict__ x, Shape 
   if (bad) flag(flags, kErrNonFinite);
 }
 
-// Decoder, one thread per 8 elements (one sign byte).
+// Decoder, one warp per bucket; lane j expands sign bytes j, j+32, ... (8 elements each).
 template <bool ADD, bool VALIDATE>
 __global__ void __launch_bounds__(256) k_dec(const uint8_t* __restrict__ pay, Shape f, float* __restrict__ out,
                                             float alpha, uint32_t* flags) {
   if (!VALIDATE && flags_set(flags)) return;
-  const uint64_t G = (f.b + 7) >> 3;
-  const uint64_t last_m = f.n - (f.B - 1) * f.b;
-  const uint64_t T = (f.B - 1) * G + ((last_m + 7) >> 3);
-  for (uint64_t t = gtid(); t < T; t += gstride()) {
-    const uint64_t j = t / G, g = t - j * G;
-    const uint64_t start = j * f.b, m = min(f.b, f.n - start), i0 = g << 3;
-    const uint32_t cnt = uint32_t(min(uint64_t(8), m - i0));
+  const int lane = threadIdx.x & 31;
+  const uint64_t nw = gstride() >> 5;
+  for (uint64_t j = gtid() >> 5; j < f.B; j += nw) {
+    const uint64_t start = j * f.b, m = min(f.b, f.n - start);
     const uint8_t* o = pay + j * f.stride;
     const float pos = ld_f32(o), neg = ld_f32(o + 4);
-    if (!isfinite(pos) || !isfinite(neg)) { flag(flags, kErrCorrupt); continue; }
+    if (!isfinite(pos) || !isfinite(neg)) { if (lane == 0) flag(flags, kErrCorrupt); continue; }
     if (VALIDATE) continue;
-    const uint32_t bits = o[8 + g];
-    float vals[8];
+    const uint64_t G = (m + 7) >> 3;
+    for (uint64_t g = lane; g < G; g += 32) {
+      const uint64_t i0 = g << 3;
+      const uint32_t cnt = uint32_t(min(uint64_t(8), m - i0));
+      const uint32_t bits = o[8 + g];
+      float vals[8];
 #pragma unroll
-    for (int k = 0; k < 8; ++k) vals[k] = (bits >> k) & 1u ? neg : pos;
-    store8<ADD>(out + start + i0, cnt, vals, alpha);
+      for (int k = 0; k < 8; ++k) vals[k] = (bits >> k) & 1u ? neg : pos;
+      store8<ADD>(out + start + i0, cnt, vals, alpha);
+    }
   }
 }
 
@@ -95,7 +109,7 @@ void onebit_encode(EncCtx& c) {
 void onebit_decode(const DecCtx& c) {
   if (c.n == 0) return;
   const Shape f = shape_of(c.n, c.h->bucket);
-  const unsigned grid = grid_for((c.n + 7) / 8 + f.B, 256, 132 * 64);
+  const unsigned grid = grid_for(f.B * 32, 256, 132 * 64);
   if (c.add) {
     k_dec<true, true><<<grid, 256, 0, c.st>>>(c.payload, f, c.out, c.alpha, c.d_flags);
     k_dec<true, false><<<grid, 256, 0, c.st>>>(c.payload, f, c.out, c.alpha, c.d_flags);

@@ -19,6 +19,7 @@ namespace gzc {
 
 void check(cudaError_t e, const char* where) {
   if (e == cudaSuccess) return;
+  cudaGetLastError();  // clear a non-sticky error so it does not resurface at the next launch check
   throw gz::Error(gz::ErrCode::CUDA, std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e) + " (" + where + ")");
 }
 
@@ -282,6 +283,7 @@ void chunk_offsets(const uint8_t* table, uint32_t C, uint64_t payload_bytes, uin
 // ---------------------------------------------------------------- encode
 void encode(const gz::Params& pin, const float* x, uint64_t n, uint8_t* out, uint64_t cap, cudaStream_t st,
             OpResult* res) {
+  cudaGetLastError();  // start clean (an earlier failed call may have left a non-sticky error)
   gz::check_params(pin);
   if (n > gz::kMaxN) throw gz::Error(gz::ErrCode::INVALID_ARG, "n must be <= 2^34");
   const uint64_t need = gz::max_bytes(pin, n);
@@ -471,6 +473,7 @@ gz::Header read_header(const uint8_t* pkt, uint64_t len, cudaStream_t st) {
 
 void decode(const uint8_t* pkt, uint64_t len, float* out, uint64_t n, bool add, float alpha, cudaStream_t st,
             OpResult* res) {
+  cudaGetLastError();
   const gz::Header h = read_header(pkt, len, st);
   if (n != h.n)
     throw gz::Error(gz::ErrCode::INVALID_ARG,

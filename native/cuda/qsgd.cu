@@ -17,7 +17,7 @@ struct FixedShape {
 // bucket's code area (8 codes * W bits), so no two lanes write the same byte. Uniforms come from the Philox
 // block of each element's global index (never from thread ids).
 template <bool NZ>
-__global__ void __launch_bounds__(256) k_enc(const float* __restrict__ x, FixedShape f, bool l2, uint8_t* __restrict__ pay,
+__global__ void __launch_bounds__(256, 3) k_enc(const float* __restrict__ x, FixedShape f, bool l2, uint8_t* __restrict__ pay,
                                             uint64_t seed, uint32_t* flags) {
   const int lane = threadIdx.x & 31;
   const uint64_t nw = gstride() >> 5;
@@ -25,14 +25,20 @@ __global__ void __launch_bounds__(256) k_enc(const float* __restrict__ x, FixedS
   for (uint64_t j = gtid() >> 5; j < f.B; j += nw) {
     const uint64_t start = j * f.b, m = min(f.b, f.n - start);
     const float* v = x + start;
-    const uint32_t amax = warp_amax<NZ>(v, m, lane, bad);
-    const float N = l2 ? warp_l2_norm<NZ>(v, m, lane, amax, bad) : u2f(amax);
+    float N;
+    if (m <= 512) {
+      uint32_t amax;
+      N = warp_norm_regs<NZ, 16>(v, m, lane, l2, &amax, bad);
+    } else {
+      const uint32_t amax = warp_amax<NZ>(v, m, lane, bad);
+      N = l2 ? warp_l2_norm<NZ>(v, m, lane, amax, bad) : u2f(amax);
+    }
     if (isinf(N)) ovf = true;
     uint8_t* o = pay + j * f.stride;
     if (lane == 0) st_f32(o, N);
     o += 4;
-    float r65536, s65536;
-    gz::ref::qsgd_bucket_consts(N, f.s, &r65536, &s65536);
+    float r65536, s65536, cpre;  // cpre: FORMAT 3.1 tiny-scale pre-scaling
+    gz::ref::qsgd_bucket_consts(N, f.s, &r65536, &s65536, &cpre);
     Uniforms U(seed);
     const uint64_t G = (m + 7) >> 3;
     for (uint64_t g = lane; g < G; g += 32) {
@@ -40,52 +46,55 @@ __global__ void __launch_bounds__(256) k_enc(const float* __restrict__ x, FixedS
       const uint32_t cnt = uint32_t(min(uint64_t(8), m - i0));
       float vals[8];
       load8<NZ>(v + i0, cnt, vals, bad);
-      uint64_t lo = 0, hi = 0;
+      Bits3 bb{{0, 0, 0}};
 #pragma unroll
       for (uint32_t k = 0; k < 8; ++k) {
         if (k < cnt) {
-          const uint32_t z = gz::ref::qsgd_zeta(vals[k], r65536, s65536, U.at(start + i0 + k));
+          const uint32_t z = gz::ref::qsgd_zeta(vals[k] * cpre, r65536, s65536, U.at(start + i0 + k));
           const uint32_t sg = (z > 0 && vals[k] < 0.f) ? 1u : 0u;
-          put_bits(lo, hi, k * f.W, f.W, (uint64_t(z) << 1) | sg);
+          put_bits(bb, k * f.W, f.W, (uint64_t(z) << 1) | sg);
         }
       }
-      store_bytes(o + g * f.W, lo, hi, uint32_t((uint64_t(cnt) * f.W + 7) >> 3));
+      store_bytes(o + g * f.W, bb, uint32_t((uint64_t(cnt) * f.W + 7) >> 3));
     }
   }
   if (bad) flag(flags, kErrNonFinite);
   if (ovf) flag(flags, kErrOverflow);
 }
 
-// Decoder, one thread per 8-element group. VALIDATE: checks only (scale finite and >= 0, zeta <= s), no
-// stores. Otherwise returns at once when an earlier step flagged the packet (CRC, table, validation pass).
+// Decoder, one warp per bucket (lane j: groups j, j+32, ...; one division per lane and bucket, no 64-bit
+// integer division). VALIDATE: checks only (scale finite and >= 0, zeta <= s), no stores. Otherwise returns at
+// once when an earlier step flagged the packet (CRC, table, validation pass).
 template <bool ADD, bool VALIDATE>
 __global__ void __launch_bounds__(256) k_dec(const uint8_t* __restrict__ pay, FixedShape f, float* __restrict__ out,
                                             float alpha, uint32_t* flags) {
   if (!VALIDATE && flags_set(flags)) return;
-  const uint64_t G = (f.b + 7) >> 3;
-  const uint64_t last_m = f.n - (f.B - 1) * f.b;
-  const uint64_t T = (f.B - 1) * G + ((last_m + 7) >> 3);
-  for (uint64_t t = gtid(); t < T; t += gstride()) {
-    const uint64_t j = t / G, g = t - j * G;
-    const uint64_t start = j * f.b, m = min(f.b, f.n - start), i0 = g << 3;
-    const uint32_t cnt = uint32_t(min(uint64_t(8), m - i0));
+  const int lane = threadIdx.x & 31;
+  const uint64_t nw = gstride() >> 5;
+  for (uint64_t j = gtid() >> 5; j < f.B; j += nw) {
+    const uint64_t start = j * f.b, m = min(f.b, f.n - start);
     const uint8_t* o = pay + j * f.stride;
-    const float N = ld_f32(o);
-    if (!(N >= 0.f) || isinf(N)) { flag(flags, kErrCorrupt); continue; }
-    const float w = N / float(f.s);
-    uint64_t lo, hi;
-    load_bytes(o + 4 + g * f.W, uint32_t((uint64_t(cnt) * f.W + 7) >> 3), lo, hi);
-    float vals[8];
+    const uint32_t nbits = ld_u32(o);
+    if (nbits >= 0x7F800000u) { if (lane == 0) flag(flags, kErrCorrupt); continue; }
+    const float w = u2f(nbits) / float(f.s);
+    const uint64_t G = (m + 7) >> 3;
     bool corrupt = false;
+    for (uint64_t g = lane; g < G; g += 32) {
+      const uint64_t i0 = g << 3;
+      const uint32_t cnt = uint32_t(min(uint64_t(8), m - i0));
+      Bits3 bb;
+      load_bytes(o + 4 + g * f.W, uint32_t((uint64_t(cnt) * f.W + 7) >> 3), bb);
+      float vals[8];
 #pragma unroll
-    for (uint32_t k = 0; k < 8; ++k) {
-      const uint32_t code = k < cnt ? get_bits(lo, hi, k * f.W, f.W) : 0u;
-      const uint32_t z = code >> 1;
-      if (z > f.s) corrupt = true;
-      vals[k] = gz::ref::qsgd_value(w, z, code & 1u);
+      for (uint32_t k = 0; k < 8; ++k) {
+        const uint32_t code = k < cnt ? get_bits(bb, k * f.W, f.W) : 0u;
+        const uint32_t z = code >> 1;
+        if (z > f.s) corrupt = true;
+        vals[k] = gz::ref::qsgd_value(w, z, code & 1u);
+      }
+      if (!VALIDATE && !corrupt) store8<ADD>(out + start + i0, cnt, vals, alpha);
     }
-    if (corrupt) { flag(flags, kErrCorrupt); continue; }
-    if (!VALIDATE) store8<ADD>(out + start + i0, cnt, vals, alpha);
+    if (corrupt) flag(flags, kErrCorrupt);
   }
 }
 
@@ -117,8 +126,7 @@ void qsgd_fixed_decode(const DecCtx& c) {
   const uint32_t s = tern ? 1 : p.levels;
   const FixedShape f = shape_of(c.n, c.h->bucket, s, tern ? 2 : 1 + bits_for(s));
   if (c.n == 0) return;
-  const uint64_t groups = (c.n + 7) / 8 + f.B;
-  const unsigned grid = grid_for(groups, 256, 132 * 64);
+  const unsigned grid = grid_for(f.B * 32, 256, 132 * 64);
   if (c.add) {
     k_dec<true, true><<<grid, 256, 0, c.st>>>(c.payload, f, c.out, c.alpha, c.d_flags);
     k_dec<true, false><<<grid, 256, 0, c.st>>>(c.payload, f, c.out, c.alpha, c.d_flags);

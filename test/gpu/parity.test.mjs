@@ -149,3 +149,15 @@ test('topk is exact: ties to the lower index, against a sort', { skip }, () => {
     }
   }
 });
+
+test('large inputs (many chunks per block): n = 2^23 + 5', { skip }, () => {
+  const n = (1 << 23) + 5;
+  const x = gaussian(n, 4242, { zeros: true });
+  for (const c of [gz.qsgd({ levels: 4, coding: 'gamma' }), gz.qsgd({ levels: 4, coding: 'sparse' }), gz.qsgd({ levels: 4 }),
+    gz.onebit(), gz.topk({ ratio: 0.01 }), gz.nonuniform()]) {
+    const { cpu, gpu } = cpuGpu(c, x, 77);
+    assertSameBytes(assert, gpu, cpu, `${c.name} ${JSON.stringify(c.options)} n=${n}`);
+    const y = cuda.decompressDevice(cpu).download();
+    assert.deepEqual(bits(y), bits(gz.decompress(cpu)), `${c.name} decode n=${n}`);
+  }
+});
