@@ -9,7 +9,6 @@ const have = ['build/Release/gradzip.node', 'prebuilds/linux-x64/gradzip.node', 
   .some((p) => existsSync(path.join(root, p)));
 if (!have || process.env.GRADZIP_REBUILD) {
   console.log('gradzip: building the native addon (node-gyp)…');
-  execFileSync(process.execPath, [path.join(root, 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'), 'rebuild', '-j', '2'],
-    { cwd: root, stdio: 'inherit' });
+  execFileSync('bash', [path.join(root, 'scripts', 'build-native.sh')], { cwd: root, stdio: 'inherit' });
 }
 execFileSync(process.execPath, [path.join(root, 'scripts', 'build-ts.mjs')], { cwd: root, stdio: 'inherit' });
