@@ -28,10 +28,24 @@ void try_one(const uint8_t* data, size_t size) {
   }
   if (n > kMaxFuzzN) return;
   std::vector<float> out(size_t(n) + 1, 0.f);
+  bool ok = true;
   try {
     gz::decode(data, size, out.data(), n, false, 1.f, 1);
   } catch (const gz::Error& e) {
     if (e.code != gz::ErrCode::CORRUPT) std::abort();
+    ok = false;
+  }
+  {  // differential: the scalar path accepts exactly the same packets and decodes the same bits
+    std::vector<float> ref(size_t(n) + 1, 0.f);
+    bool ok2 = true;
+    try {
+      gz::decode(data, size, ref.data(), n, false, 1.f, 2, true);
+    } catch (const gz::Error& e) {
+      if (e.code != gz::ErrCode::CORRUPT) std::abort();
+      ok2 = false;
+    }
+    if (ok != ok2) std::abort();
+    if (ok && n && std::memcmp(out.data(), ref.data(), size_t(n) * 4) != 0) std::abort();
   }
   std::vector<float> acc(size_t(n) + 1, 0.5f);
   try {
