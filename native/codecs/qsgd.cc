@@ -102,6 +102,16 @@ GZ_AVX2 inline uint32_t hmax_epu32(__m256i v) {
   return uint32_t(_mm_cvtsi128_si32(m));
 }
 
+// Non-temporal store of 8 floats at a 16-byte aligned address (one 256-bit store when 32-byte aligned).
+GZ_AVX2 inline void stream8(float* p, __m256 v) {
+  if (!(reinterpret_cast<uintptr_t>(p) & 31)) {
+    _mm256_stream_ps(p, v);
+  } else {
+    _mm_stream_ps(p, _mm256_castps256_ps128(v));
+    _mm_stream_ps(p + 4, _mm256_extractf128_ps(v, 1));
+  }
+}
+
 GZ_AVX2 inline __m256i tail_mask(uint64_t cnt) {  // lanes < cnt set (cnt in 0..8)
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(cnt)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
@@ -184,11 +194,11 @@ struct QuantConsts {
 };
 
 // Codes of 8 elements (cnt valid; lanes >= cnt are code 0). u: 8 uniforms (16-bit).
-template <bool UNSIGNED_CVT>
+template <bool UNSIGNED_CVT, bool PRE>
 GZ_AVX2 inline __m256i codes8(const float* x, uint64_t cnt, const uint16_t* u, const QuantConsts& k) {
   const __m256 xv = load_n(x, cnt);
   const __m256 ax = _mm256_and_ps(xv, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)));
-  __m256 a = _mm256_min_ps(_mm256_mul_ps(k.pre ? _mm256_mul_ps(ax, k.c) : ax, k.r), k.s);
+  __m256 a = _mm256_min_ps(_mm256_mul_ps(PRE ? _mm256_mul_ps(ax, k.c) : ax, k.r), k.s);
   __m256i t;
   if (UNSIGNED_CVT) {
     const __m256 two31 = _mm256_set1_ps(2147483648.f);
@@ -208,7 +218,7 @@ GZ_AVX2 inline __m256i codes8(const float* x, uint64_t cnt, const uint16_t* u, c
 }
 
 // Quantizes and packs one bucket (m elements, global start g0) into dst (code bytes). W: 2, 4, 8 vector packing; 0: generic (scalar packing).
-template <int W>
+template <int W, bool PRE>
 GZ_AVX2 void quant_bucket_avx2(const QCfg& c, uint64_t seed, const float* v, uint64_t m, uint64_t g0,
                                const QuantConsts& k, uint8_t* dst) {
   alignas(32) static thread_local uint16_t ubuf[kPiece + 64];
@@ -224,11 +234,15 @@ GZ_AVX2 void quant_bucket_avx2(const QCfg& c, uint64_t seed, const float* v, uin
     for (uint64_t i = 0; i < len; i += 32) {
       const uint64_t cnt = std::min<uint64_t>(32, len - i);
       __m256i cd[4];
-      for (int q = 0; q < 4; ++q) {
-        const uint64_t cq = cnt > uint64_t(8 * q) ? std::min<uint64_t>(8, cnt - 8 * q) : 0;
-        cd[q] = W ? codes8<false>(x + i + 8 * q, cq, u + i + 8 * q, k)
-                  : (c.s >= 32768 ? codes8<true>(x + i + 8 * q, cq, u + i + 8 * q, k)
-                                  : codes8<false>(x + i + 8 * q, cq, u + i + 8 * q, k));
+      if (cnt == 32 && (W || c.s < 32768)) {  // fast path: full group, constant counts fold the masks away
+        for (int q = 0; q < 4; ++q) cd[q] = codes8<false, PRE>(x + i + 8 * q, 8, u + i + 8 * q, k);
+      } else {
+        for (int q = 0; q < 4; ++q) {
+          const uint64_t cq = cnt > uint64_t(8 * q) ? std::min<uint64_t>(8, cnt - 8 * q) : 0;
+          cd[q] = W ? codes8<false, PRE>(x + i + 8 * q, cq, u + i + 8 * q, k)
+                    : (c.s >= 32768 ? codes8<true, PRE>(x + i + 8 * q, cq, u + i + 8 * q, k)
+                                    : codes8<false, PRE>(x + i + 8 * q, cq, u + i + 8 * q, k));
+        }
       }
       if (W) {
         // 32 codes in element order as bytes (no pext/pdep: they are microcoded on Zen 1/2)
@@ -298,7 +312,8 @@ GZ_AVX2 void enc_range_avx2(const QCfg& c, uint64_t seed, const float* x, uint64
     k.r = _mm256_set1_ps(r65536);
     k.s = _mm256_set1_ps(s65536);
     k.sv = _mm256_set1_epi32(int(c.s));
-    quant_bucket_avx2<W>(c, seed, v, m, start, k, dst + 4);
+    if (k.pre) quant_bucket_avx2<W, true>(c, seed, v, m, start, k, dst + 4);
+    else quant_bucket_avx2<W, false>(c, seed, v, m, start, k, dst + 4);
   }
 }
 
@@ -400,7 +415,7 @@ GZ_AVX2 void dec_range_avx2(const QCfg& c, const uint8_t* payload, uint64_t j0, 
       if (MODE == 2) continue;
       const __m256 val = _mm256_xor_ps(_mm256_mul_ps(wv, _mm256_cvtepi32_ps(z)),
                                        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(cd, one), 31)));
-      if (MODE == 3 && !(reinterpret_cast<uintptr_t>(o + i) & 31)) _mm256_stream_ps(o + i, val);
+      if (MODE == 3 && !(reinterpret_cast<uintptr_t>(o + i) & 15)) stream8(o + i, val);
       else if (MODE == 0 || MODE == 3) _mm256_storeu_ps(o + i, val);
       else _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(o + i), _mm256_mul_ps(av, val)));
     }

@@ -12,6 +12,19 @@
 namespace gz {
 
 #define GZ_AVX2 __attribute__((target("avx2,bmi2,fma,f16c")))
+#ifndef GZ_PHILOX_G
+#define GZ_PHILOX_G 4
+#endif
+// High 32 bits of each 64-bit product into the even lane: optionally by a shuffle (odd lanes are don't-care) on the shuffle
+// port and leaves the shift/multiply ports to the multiplies.
+#ifndef GZ_PHILOX_SHUF
+#define GZ_PHILOX_SHUF 0  // measured: the shift is faster on the Intel device host (2.07 vs 1.61 G el/s)
+#endif
+#if GZ_PHILOX_SHUF
+#define GZ_HI32(p) _mm256_shuffle_epi32((p), 0xB1)
+#else
+#define GZ_HI32(p) _mm256_srli_epi64((p), 32)
+#endif
 
 // Writes the four output words of blocks j0 .. j0+nblocks-1 (stream `stream`) to out[4*(j-j0) .. +3], in order.
 // Viewed as uint16_t, out holds the 16-bit uniforms of elements 8*j0 .. 8*(j0+nblocks)-1 in element order.
@@ -25,7 +38,7 @@ GZ_AVX2 inline void philox_blocks_avx2(uint64_t seed, uint64_t j0, uint64_t nblo
   }
   const __m256i M0 = _mm256_set1_epi32(int(0xD2511F53u)), M1 = _mm256_set1_epi32(int(0xCD9E8D57u));
   const __m256i S = _mm256_set1_epi32(int(stream));
-  constexpr uint64_t G = 4;  // registers (of 4 blocks) interleaved
+  constexpr uint64_t G = GZ_PHILOX_G;  // registers (of 4 blocks) interleaved
   uint64_t done = 0;
   while (nblocks - done >= 4 * G) {
     __m256i c0[G], c1[G], c2[G], c3[G];
@@ -46,8 +59,8 @@ GZ_AVX2 inline void philox_blocks_avx2(uint64_t seed, uint64_t j0, uint64_t nblo
       for (uint64_t g = 0; g < G; ++g) {
         __m256i p0 = _mm256_mul_epu32(c0[g], M0);
         __m256i p1 = _mm256_mul_epu32(c2[g], M1);
-        __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c1[g]), K0[r]);
-        __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c3[g]), K1[r]);
+        __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(GZ_HI32(p1), c1[g]), K0[r]);
+        __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(GZ_HI32(p0), c3[g]), K1[r]);
         c0[g] = n0; c1[g] = p1; c2[g] = n2; c3[g] = p0;
       }
     }
