@@ -4,12 +4,16 @@ import { execFileSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import * as gz from '../dist/cjs/index.js';
 import {
   decompress, decompressAdd, errorFeedback, GradzipError, info, inspect, nonuniform, onebit, qsgd, randomk, setThreads,
   terngrad, topk,
 } from '../dist/cjs/index.js';
+
+// Yield to the event loop between tests: these tests are synchronous, and vitest's worker RPC (60 s reply timeout)
+// needs the loop to run now and then on a loaded machine.
+afterEach(() => new Promise<void>((resolve) => setImmediate(resolve)));
 
 const root = path.resolve(__dirname, '..');
 const SPEC_EXPORTS = ['qsgd', 'terngrad', 'onebit', 'topk', 'randomk', 'nonuniform', 'errorFeedback', 'decompress',

@@ -1,10 +1,14 @@
 // Determinism: one seed gives the same bytes for every call path (sync, async, threads, SIMD/scalar, out
 // buffer), and decompressAdd is bit-exact against float32 arithmetic done here with Math.fround.
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import {
   decompress, decompressAdd, decompressAddAsync, decompressAsync, errorFeedback, inspect, nonuniform, onebit, qsgd,
   randomk, terngrad, topk, type Compressor,
 } from '../dist/cjs/index.js';
+
+// Yield to the event loop between tests: these tests are synchronous, and vitest's worker RPC (60 s reply timeout)
+// needs the loop to run now and then on a loaded machine.
+afterEach(() => new Promise<void>((resolve) => setImmediate(resolve)));
 
 function data(n: number, seed: number): Float32Array {
   const x = new Float32Array(n);

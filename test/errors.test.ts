@@ -1,10 +1,14 @@
 // Every bad input is a GradzipError with a stable code, never a crash: wrong types, bad options, non-finite
 // input, undersized buffers, and truncated / bit-flipped / hostile / random packets.
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import {
   decompress, decompressAdd, decompressAddAsync, decompressAsync, errorFeedback, GradzipError, inspect, nonuniform,
   onebit, qsgd, randomk, terngrad, topk, type Compressor,
 } from '../dist/cjs/index.js';
+
+// Yield to the event loop between tests: these tests are synchronous, and vitest's worker RPC (60 s reply timeout)
+// needs the loop to run now and then on a loaded machine.
+afterEach(() => new Promise<void>((resolve) => setImmediate(resolve)));
 
 function code(f: () => unknown): string {
   try { f(); } catch (e) {

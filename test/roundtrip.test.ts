@@ -1,11 +1,15 @@
 // Round trips of every codec over sizes {0, 1, 7, 1000, 4097, 100003} and odd bucket sizes, with
 // deterministic per-element checks derived from each codec's definition (docs/FORMAT.md section 3), plus the
 // error-feedback identity.
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import {
   decompress, decompressAdd, errorFeedback, inspect, nonuniform, onebit, qsgd, randomk, terngrad, topk,
   type Compressor,
 } from '../dist/cjs/index.js';
+
+// Yield to the event loop between tests: these tests are synchronous, and vitest's worker RPC (60 s reply timeout)
+// needs the loop to run now and then on a loaded machine.
+afterEach(() => new Promise<void>((resolve) => setImmediate(resolve)));
 
 const SIZES = [0, 1, 7, 1000, 4097, 100003];
 const BUCKETS = [1, 7, 333, 1021];
