@@ -62,7 +62,8 @@ first=1
 for rate in $RATES; do
   set_rate "$rate"
   echo "== $rate: $MB MB gradient, P = $P, $REPS reps" >&2
-  MPIRUN=(ip netns exec gzb-h1 mpirun --allow-run-as-root --oversubscribe -np $P --host "$HOSTS"
+  # (timeout: a rank that dies before MPI_Init can leave mpirun waiting for it)
+  MPIRUN=(timeout --kill-after=10 1200 ip netns exec gzb-h1 mpirun --allow-run-as-root --oversubscribe -np $P --host "$HOSTS"
     --mca plm_rsh_agent "$HERE/rsh-agent.sh" --mca plm_rsh_no_tree_spawn 1
     --mca btl tcp,self --mca btl_tcp_if_include 198.18.0.0/15 --mca oob_tcp_if_include 198.18.0.0/15 -x PATH)
   # OpenMPI's default choice of all-reduce algorithm, then fp32 again with its ring algorithm forced
