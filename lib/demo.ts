@@ -27,10 +27,10 @@ export async function runDemo(): Promise<void> {
     results.push({ label, s });
   }
   const fp = results[0].s[0].sent;
-  console.log('\n  run                       final loss   accuracy   training bytes sent (rank 0)   vs fp32');
+  console.log('\n  run                        final loss   accuracy   training bytes sent (rank 0)   vs fp32');
   for (const { label, s } of results) {
     const last = s[0].log[s[0].log.length - 1];
-    console.log(`  ${label.padEnd(25)} ${last.loss.toFixed(4).padStart(10)}   ${(last.acc * 100).toFixed(1).padStart(7)}%   ` +
-      `${(s[0].sent / 1e6).toFixed(3).padStart(12)} MB       ${(fp / s[0].sent).toFixed(1)}x less`);
+    console.log(`  ${label.padEnd(26)} ${last.loss.toFixed(4).padStart(10)}   ${(last.acc * 100).toFixed(1).padStart(7)}%   ` +
+      `${(s[0].sent / 1e6).toFixed(3).padStart(12)} MB              ${label === results[0].label ? '   -' : `${(fp / s[0].sent).toFixed(1)}x less`}`);
   }
 }

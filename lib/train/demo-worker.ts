@@ -102,7 +102,7 @@ export default async function demoWorker(group: Group, a: DemoArgs) {
     mark = group.stats().bytesSent;
     log.push({ epoch, loss, acc, bytesSent: sent });
     if (group.rank === 0) {
-      console.log(`  [${a.label.padEnd(22)}] epoch ${String(epoch).padStart(2)}/${a.epochs}  loss ${loss.toFixed(4)}  acc ${(acc * 100).toFixed(1)}%` +
+      console.log(`  [${a.label.padEnd(23)}] epoch ${String(epoch).padStart(2)}/${a.epochs}  loss ${loss.toFixed(4)}  acc ${(acc * 100).toFixed(1)}%` +
         `  sent ${(sent / 1e6).toFixed(3)} MB (rank 0)  ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     }
   }
