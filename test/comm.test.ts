@@ -200,6 +200,18 @@ describe('comm inprocess: failures and timeouts', () => {
     await expect(comm.runInProcess({ size: 2, module: path.join(FIX, 'does-not-exist.mjs') })).rejects.toMatchObject({ code: 'ERR_GRADZIP_PEER_LOST' });
   });
 
+  it('n = 0 and n < P work through every operation', async () => {
+    const P = 3;
+    const res = (await comm.runInProcess({ size: P, module: scen, args: { scenario: 'edge' }, timeoutMs: 10000 })) as { a: number; b: Float32Array; c: Float32Array }[];
+    for (const r of res) {
+      expect(r.a).toBe(0);
+      expect(Array.from(r.c)).toEqual([6, 6]);
+      expect(r.b).toEqual(res[0].b);
+      // the whole tensor lies in one chunk: P compressions of a 2-element bucket, each within one level
+      for (const v of r.b) expect(Math.abs(v - 6)).toBeLessThan(12);
+    }
+  });
+
   it('loads a CommonJS module by path', async () => {
     const res = await comm.runInProcess({ size: 3, module: path.join(FIX, 'comm-cjs.cjs'), args: { n: 5 } });
     expect(res).toEqual([{ rank: 0, first: 2 }, { rank: 1, first: 2 }, { rank: 2, first: 2 }]);
