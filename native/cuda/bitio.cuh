@@ -51,6 +51,21 @@ struct DevBitReader {
   }
 };
 
+// One warp stages the contiguous bytes [src, src + bytes) into shared memory with aligned 32-bit loads (it may
+// read up to 3 bytes before and after the range: callers guarantee the packet extends that far, as the header
+// precedes and the CRC follows every payload). Returns the shared address of src, or nullptr when the range
+// does not fit in cap bytes (the caller then reads global memory).
+__device__ __forceinline__ const uint8_t* stage_warp(const uint8_t* src, uint64_t bytes, uint32_t* sw, uint32_t cap) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(src) & ~uintptr_t(3);
+  const uint64_t head = reinterpret_cast<uintptr_t>(src) - a;
+  const uint64_t nw = (head + bytes + 3) / 4;
+  if (nw * 4 > cap) return nullptr;
+  const uint32_t* g = reinterpret_cast<const uint32_t*>(a);
+  for (uint64_t w = threadIdx.x & 31; w < nw; w += 32) sw[w] = g[w];
+  __syncwarp();
+  return reinterpret_cast<const uint8_t*>(sw) + head;
+}
+
 __host__ __device__ __forceinline__ int floor_log2_u64(uint64_t v) {
 #if defined(__CUDA_ARCH__)
   return 63 - __clzll(static_cast<long long>(v));

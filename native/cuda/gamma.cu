@@ -48,11 +48,28 @@ __device__ __forceinline__ void or_bits(uint32_t* words, uint64_t pos, uint64_t 
   }
 }
 __device__ __forceinline__ int glen(uint64_t x) { return 2 * floor_log2_u64(x) + 1; }
-__device__ __forceinline__ void put_gamma(uint32_t* words, uint64_t pos, uint64_t x) {
-  const int N = floor_log2_u64(x);
-  or_bits(words, pos, uint64_t(1) << N, N + 1);
-  if (N) or_bits(words, pos + N + 1, x & ((uint64_t(1) << N) - 1), N);
-}
+
+// Per-thread bit accumulator: codes are collected in a register and OR-ed into the stream (shared staging or
+// the slot) 64 bits at a time, i.e. about one atomicOr per thread and tile instead of one per code.
+struct BitAcc {
+  uint32_t* dst;
+  uint64_t pos, v = 0;
+  int n = 0;
+  __device__ BitAcc(uint32_t* d, uint64_t p) : dst(d), pos(p) {}
+  __device__ __forceinline__ void put(uint64_t x, int len) {  // len <= 64
+    if (n + len > 64) flush();
+    v |= n ? (x << n) : x;
+    n += len;
+  }
+  __device__ __forceinline__ void gamma(uint64_t x) {
+    const int N = floor_log2_u64(x);
+    put(uint64_t(1) << N, N + 1);
+    if (N) put(x & ((uint64_t(1) << N) - 1), N);
+  }
+  __device__ __forceinline__ void flush() {
+    if (n) { or_bits(dst, pos, v, n); pos += n; v = 0; n = 0; }
+  }
+};
 
 template <bool NZ>
 __global__ void __launch_bounds__(TB) k_enc(const float* __restrict__ x, GGeom g, uint64_t seed, uint8_t* __restrict__ slots,
@@ -94,14 +111,17 @@ __global__ void __launch_bounds__(TB) k_enc(const float* __restrict__ x, GGeom g
         const uint64_t i0 = t0 + uint64_t(tid) * EPT;
         if (i0 < len) {
           const uint32_t cnt = uint32_t(min(uint64_t(EPT), len - i0));
+          const uint32_t b32 = uint32_t(g.b), bi0 = uint32_t(i0) / b32, r0 = uint32_t(i0) - bi0 * b32;
           float v[8];
           load8<NZ>(x + lo + i0, cnt, v, bad);
+          uint32_t run = 0, cur_b = bi0;
           _Pragma("unroll") for (uint32_t k = 0; k < 8; ++k) if (k < cnt) {
-            const uint64_t i = i0 + k;
-            const uint32_t bi = uint32_t(i / g.b);
-            const uint32_t z = gz::ref::qsgd_zeta(v[k] * sC[bi], sR[bi], s65536, U.at(lo + i));
-            if (z) atomicAdd(&snnz[bi], 1u);
+            const uint32_t rk = r0 + k, bi = rk < b32 ? bi0 : bi0 + rk / b32;
+            const uint32_t zz = gz::ref::qsgd_zeta(v[k] * sC[bi], sR[bi], s65536, U.at(lo + i0 + k));
+            if (bi != cur_b) { if (run) atomicAdd(&snnz[cur_b], run); run = 0; cur_b = bi; }
+            run += zz ? 1u : 0u;
           }
+          if (run) atomicAdd(&snnz[cur_b], run);
         }
       }
       __syncthreads();
@@ -116,6 +136,8 @@ __global__ void __launch_bounds__(TB) k_enc(const float* __restrict__ x, GGeom g
     for (uint64_t t0 = 0; t0 < len; t0 += TILE) {
       const uint64_t i0 = t0 + uint64_t(tid) * EPT;
       const uint32_t cnt = i0 < len ? uint32_t(min(uint64_t(EPT), len - i0)) : 0;
+      const uint32_t b32 = uint32_t(g.b), bi0 = uint32_t(i0) / b32, r0 = uint32_t(i0) - bi0 * b32;
+      auto bucket_of = [&](uint32_t k) { const uint32_t rk = r0 + k; return rk < b32 ? bi0 : bi0 + rk / b32; };
       float v[8];
       uint32_t z[8];
       if (cnt) load8<NZ>(x + lo + i0, cnt, v, bad);
@@ -124,7 +146,7 @@ __global__ void __launch_bounds__(TB) k_enc(const float* __restrict__ x, GGeom g
         z[k] = 0;
         if (k < cnt) {
           const uint64_t i = i0 + k;
-          const uint32_t bi = uint32_t(i / g.b);
+          const uint32_t bi = bucket_of(k);
           z[k] = gz::ref::qsgd_zeta(v[k] * sC[bi], sR[bi], s65536, U.at(lo + i));
           if (z[k]) my_last = (long long)i;
         }
@@ -141,7 +163,7 @@ __global__ void __launch_bounds__(TB) k_enc(const float* __restrict__ x, GGeom g
         long long lastnz = prev;
         _Pragma("unroll") for (uint32_t k = 0; k < 8; ++k) if (k < cnt) {
           const uint64_t i = i0 + k;
-          const uint32_t bi = uint32_t(i / g.b);
+          const uint32_t bi = bucket_of(k);
           if (g.sparse) {
             const uint64_t bstart = uint64_t(bi) * g.b;
             if (i == bstart) bits += glen(uint64_t(snnz[bi]) + 1);
@@ -164,29 +186,29 @@ __global__ void __launch_bounds__(TB) k_enc(const float* __restrict__ x, GGeom g
         if (tid == 0) sw[nb + w0] = stage[0];
         __syncthreads();
       }
-      uint64_t pos = (cur & 31) + off;
+      BitAcc W(dst, (cur & 31) + off);
       {
         long long lastnz = prev;
         _Pragma("unroll") for (uint32_t k = 0; k < 8; ++k) if (k < cnt) {
           const uint64_t i = i0 + k;
-          const uint32_t bi = uint32_t(i / g.b);
+          const uint32_t bi = bucket_of(k);
           const uint32_t sg = (z[k] && v[k] < 0.f) ? 1u : 0u;
           if (g.sparse) {
             const uint64_t bstart = uint64_t(bi) * g.b;
-            if (i == bstart) { put_gamma(dst, pos, uint64_t(snnz[bi]) + 1); pos += glen(uint64_t(snnz[bi]) + 1); }
+            if (i == bstart) W.gamma(uint64_t(snnz[bi]) + 1);
             if (z[k]) {
               const long long l = max(lastnz, (long long)bstart - 1);
-              const uint64_t r1 = uint64_t((long long)i - l);
-              put_gamma(dst, pos, r1); pos += glen(r1);
-              put_gamma(dst, pos, z[k]); pos += glen(z[k]);
-              or_bits(dst, pos, sg, 1); pos += 1;
+              W.gamma(uint64_t((long long)i - l));
+              W.gamma(z[k]);
+              W.put(sg, 1);
               lastnz = (long long)i;
             }
           } else {
-            put_gamma(dst, pos, uint64_t(z[k]) + 1); pos += glen(uint64_t(z[k]) + 1);
-            if (z[k]) { or_bits(dst, pos, sg, 1); pos += 1; }
+            W.gamma(uint64_t(z[k]) + 1);
+            if (z[k]) W.put(sg, 1);
           }
         }
+        W.flush();
       }
       if (g.sparse) {
         // carry of the last non-zero index: the block max of my_last
@@ -241,63 +263,73 @@ __global__ void __launch_bounds__(256) k_compact(const uint8_t* __restrict__ slo
   }
 }
 
-// Decoder: one thread per chunk. STORE = false: validation only.
+// Decoder: one warp per 32 consecutive chunks, one lane per chunk; the warp first stages the 32 chunks'
+// bytes (contiguous in the payload) into shared memory, so the serial bit reading hits shared memory.
+// STORE = false: validation only.
+constexpr uint32_t kStageBytes = 40 * 1024;
 template <bool STORE, bool ADD>
-__global__ void __launch_bounds__(128) k_dec(const uint8_t* __restrict__ payload, const uint64_t* __restrict__ off, GGeom g,
-                                            float* __restrict__ out, float alpha, uint32_t* flags) {
+__global__ void __launch_bounds__(32) k_dec(const uint8_t* __restrict__ payload, const uint64_t* __restrict__ off, GGeom g,
+                                           float* __restrict__ out, float alpha, uint32_t* flags) {
+  __shared__ uint32_t sbuf[kStageBytes / 4];
   if (STORE && flags_set(flags)) return;
   const float fs = float(g.s);
   const int maxN_z1 = floor_log2_u64(uint64_t(g.s) + 1), maxN_z = floor_log2_u64(uint64_t(g.s));
-  for (uint64_t c = gtid(); c < g.C; c += gstride()) {
-    const uint64_t lo = c * g.E, hi = min(g.n, lo + g.E);
-    const uint64_t nb = (hi - lo + g.b - 1) / g.b;
-    const uint8_t* ck = payload + off[c];
-    const uint64_t clen = off[c + 1] - off[c];
-    if (clen < 4 * nb) { flag(flags, kErrCorrupt); continue; }
-    DevBitReader br(ck + 4 * nb, clen - 4 * nb);
-    bool bad = false;
-    for (uint64_t bi = 0; bi < nb && !bad; ++bi) {
-      const uint64_t b0 = lo + bi * g.b, m = min(g.b, hi - b0);
-      const uint32_t nbits = ld_u32(ck + 4 * bi);
-      if (nbits >= 0x7F800000u) { bad = true; break; }
-      const float w = u2f(nbits) / fs;
-      float* o = out + b0;
-      if (g.sparse) {
-        const uint64_t nnz = br.gamma(floor_log2_u64(m + 1)) - 1;
-        if (br.bad || nnz > m) { bad = true; break; }
-        uint64_t i = 0;
-        for (uint64_t j = 0; j < nnz; ++j) {
-          const uint64_t r = br.gamma(floor_log2_u64(m)) - 1;
-          if (br.bad || r >= m - i) { bad = true; break; }
-          if (STORE)
-            for (uint64_t q = 0; q < r; ++q) o[i + q] = ADD ? __fadd_rn(o[i + q], __fmul_rn(alpha, 0.f)) : 0.f;
-          i += r;
-          const uint64_t z = br.gamma(maxN_z);
-          if (br.bad || z > g.s) { bad = true; break; }
-          const uint32_t sg = br.bit();
-          if (STORE) {
-            const float val = gz::ref::qsgd_value(w, uint32_t(z), sg);
-            o[i] = ADD ? __fadd_rn(o[i], __fmul_rn(alpha, val)) : val;
+  const int lane = threadIdx.x & 31;
+  for (uint64_t c0 = uint64_t(blockIdx.x) * 32; c0 < g.C; c0 += uint64_t(gridDim.x) * 32) {
+    const uint64_t c1 = min(g.C, c0 + 32);
+    const uint8_t* st = stage_warp(payload + off[c0], off[c1] - off[c0], sbuf, kStageBytes);
+    const uint64_t c = c0 + lane;
+    if (c < c1) {
+      const uint64_t lo = c * g.E, hi = min(g.n, lo + g.E);
+      const uint64_t nb = (hi - lo + g.b - 1) / g.b;
+      const uint8_t* ck = st ? st + (off[c] - off[c0]) : payload + off[c];
+      const uint64_t clen = off[c + 1] - off[c];
+      bool bad = clen < 4 * nb;
+      DevBitReader br(ck + 4 * nb, bad ? 0 : clen - 4 * nb);
+      for (uint64_t bi = 0; bi < nb && !bad; ++bi) {
+        const uint64_t b0 = lo + bi * g.b, m = min(g.b, hi - b0);
+        const uint32_t nbits = ld_u32(ck + 4 * bi);
+        if (nbits >= 0x7F800000u) { bad = true; break; }
+        const float w = u2f(nbits) / fs;
+        float* o = out + b0;
+        if (g.sparse) {
+          const uint64_t nnz = br.gamma(floor_log2_u64(m + 1)) - 1;
+          if (br.bad || nnz > m) { bad = true; break; }
+          uint64_t i = 0;
+          for (uint64_t j = 0; j < nnz; ++j) {
+            const uint64_t r = br.gamma(floor_log2_u64(m)) - 1;
+            if (br.bad || r >= m - i) { bad = true; break; }
+            if (STORE)
+              for (uint64_t q = 0; q < r; ++q) o[i + q] = ADD ? __fadd_rn(o[i + q], __fmul_rn(alpha, 0.f)) : 0.f;
+            i += r;
+            const uint64_t z = br.gamma(maxN_z);
+            if (br.bad || z > g.s) { bad = true; break; }
+            const uint32_t sg = br.bit();
+            if (STORE) {
+              const float val = gz::ref::qsgd_value(w, uint32_t(z), sg);
+              o[i] = ADD ? __fadd_rn(o[i], __fmul_rn(alpha, val)) : val;
+            }
+            ++i;
           }
-          ++i;
-        }
-        if (bad) break;
-        if (STORE)
-          for (; i < m; ++i) o[i] = ADD ? __fadd_rn(o[i], __fmul_rn(alpha, 0.f)) : 0.f;
-      } else {
-        for (uint64_t i = 0; i < m; ++i) {
-          const uint64_t z = br.gamma(maxN_z1) - 1;
-          if (br.bad || z > g.s) { bad = true; break; }
-          const uint32_t sg = z ? br.bit() : 0u;
-          if (STORE) {
-            const float val = gz::ref::qsgd_value(w, uint32_t(z), sg);
-            o[i] = ADD ? __fadd_rn(o[i], __fmul_rn(alpha, val)) : val;
+          if (bad) break;
+          if (STORE)
+            for (; i < m; ++i) o[i] = ADD ? __fadd_rn(o[i], __fmul_rn(alpha, 0.f)) : 0.f;
+        } else {
+          for (uint64_t i = 0; i < m; ++i) {
+            const uint64_t z = br.gamma(maxN_z1) - 1;
+            if (br.bad || z > g.s) { bad = true; break; }
+            const uint32_t sg = z ? br.bit() : 0u;
+            if (STORE) {
+              const float val = gz::ref::qsgd_value(w, uint32_t(z), sg);
+              o[i] = ADD ? __fadd_rn(o[i], __fmul_rn(alpha, val)) : val;
+            }
           }
         }
       }
+      if (!bad) br.finish();
+      if (bad || br.bad) flag(flags, kErrCorrupt);
     }
-    if (!bad) br.finish();
-    if (bad || br.bad) flag(flags, kErrCorrupt);
+    __syncwarp();
   }
 }
 
@@ -354,12 +386,12 @@ void gamma_decode(const DecCtx& c) {
   if (c.n == 0) return;
   uint64_t* off = scratch<uint64_t>(g.C + 1, c.st);
   chunk_offsets(c.table, uint32_t(g.C), c.h->payload_bytes, off, c.d_flags, c.st);
-  const unsigned grid = grid_for(g.C, 128, 132 * 32);
+  const unsigned grid = grid_for(g.C, 32, 132 * 64);
   if (c.add) {
-    k_dec<false, false><<<grid, 128, 0, c.st>>>(c.payload, off, g, c.out, c.alpha, c.d_flags);
-    k_dec<true, true><<<grid, 128, 0, c.st>>>(c.payload, off, g, c.out, c.alpha, c.d_flags);
+    k_dec<false, false><<<grid, 32, 0, c.st>>>(c.payload, off, g, c.out, c.alpha, c.d_flags);
+    k_dec<true, true><<<grid, 32, 0, c.st>>>(c.payload, off, g, c.out, c.alpha, c.d_flags);
   } else {
-    k_dec<true, false><<<grid, 128, 0, c.st>>>(c.payload, off, g, c.out, c.alpha, c.d_flags);
+    k_dec<true, false><<<grid, 32, 0, c.st>>>(c.payload, off, g, c.out, c.alpha, c.d_flags);
   }
   GZC_CHECK(cudaGetLastError());
   release(off, c.st);

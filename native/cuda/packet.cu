@@ -2,10 +2,8 @@
 // The packet is assembled in device memory; its bytes equal gz::encode's (docs/FORMAT.md), so gz::parse
 // accepts a downloaded device packet, and device packets decode here after the same checks.
 //
-// CRC32C on the device: thread i computes the standard CRC32C (init/final inversion) of 1 KiB segment i with
-// a slicing-by-4 table in shared memory; one block then folds the segment CRCs left to right with
-// crc(A||B) = mulx(x^(8|B|) mod P, crc(A)) ^ crc(B) (the GF(2) operator of zlib's crc32_combine, reflected
-// polynomial 0x82F63B78): first serially inside each thread's run of segments, then a shared-memory tree.
+// CRC32C on the device: see k_crc_seg (segment CRCs combined with the GF(2) shift operators of zlib's
+// crc32_combine, reflected polynomial 0x82F63B78).
 #include <cub/block/block_scan.cuh>
 #include <cstring>
 #include <random>
@@ -52,7 +50,7 @@ constexpr uint32_t kSeg = 1024;  // bytes per segment
 
 struct CrcConsts {
   uint32_t x2n[32];  // x^(2^k) mod P
-  uint32_t seg_op;   // x^(8*kSeg) mod P
+  uint32_t lvl[8];   // x^(8*kSeg*2^l) mod P
 };
 
 __host__ __device__ inline uint32_t multmodp(uint32_t a, uint32_t b) {
@@ -83,15 +81,23 @@ const CrcConsts& crc_consts() {
     uint32_t p = 1u << 30;  // x^1
     r.x2n[0] = p;
     for (int k = 1; k < 32; ++k) r.x2n[k] = p = multmodp(p, p);
-    r.seg_op = x2nmodp(r.x2n, kSeg, 3);
+    for (int l = 0; l < 8; ++l) r.lvl[l] = x2nmodp(r.x2n, uint64_t(kSeg) << l, 3);
     return r;
   }();
   return c;
 }
 
+// Segment CRCs, parallel: with R(I, m) the CRC register after processing m from state I (no final inversion),
+// R(0, A||B) = x^(8|B|) * R(0, A) + R(0, B) over GF(2) and R(I, m) = x^(8|m|) * I + R(0, m). Segments are
+// counted from the END of the message (segment s = bytes [L-(s+1)K, L-sK), the first one possibly short), so
+// R(0, msg) = XOR_s x^(8Ks) * R(0, seg_s): the shift of segment s depends on s only. A block of 256 segments
+// combines them with a shared-memory tree whose level-l operator x^(8K 2^l) is a constant; thread 0 shifts the
+// block's value by x^(8K 256 blk) and XORs it into the accumulator (order-free). k_crc_finish adds
+// x^(8L) * 0xFFFFFFFF (the initial register) and the final inversion.
 __global__ void __launch_bounds__(256) k_crc_seg(const uint8_t* __restrict__ buf, const uint64_t* d_len, uint64_t fixed_len,
-                                                int minus4, uint32_t* __restrict__ seg_crc, uint64_t nseg_max) {
+                                                int minus4, CrcConsts cc, uint32_t* acc) {
   __shared__ uint32_t T[4][256];
+  __shared__ uint32_t v[256];
   for (int i = threadIdx.x; i < 256; i += blockDim.x) {
     uint32_t c = i;
     for (int k = 0; k < 8; ++k) c = c & 1 ? (c >> 1) ^ kPoly : c >> 1;
@@ -104,75 +110,49 @@ __global__ void __launch_bounds__(256) k_crc_seg(const uint8_t* __restrict__ buf
   }
   __syncthreads();
   const uint64_t L = (d_len ? *d_len : fixed_len) - minus4;
-  for (uint64_t s = gtid(); s < nseg_max; s += gstride()) {
-    const uint64_t b0 = s * kSeg;
-    if (b0 >= L) { seg_crc[s] = 0; continue; }
-    const uint64_t b1 = min(L, b0 + kSeg);
-    uint32_t c = 0xFFFFFFFFu;
-    uint64_t i = b0;
-    if (b1 - b0 == kSeg && (reinterpret_cast<uintptr_t>(buf + b0) & 15) == 0) {
-      const uint4* q = reinterpret_cast<const uint4*>(buf + b0);
-      for (uint32_t t = 0; t < kSeg / 16; ++t) {
-        const uint4 w = q[t];
-        const uint32_t ws[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          c ^= ws[k];
-          c = T[3][c & 0xFF] ^ T[2][(c >> 8) & 0xFF] ^ T[1][(c >> 16) & 0xFF] ^ T[0][c >> 24];
-        }
-      }
-      i = b1;
+  const uint64_t s = uint64_t(blockIdx.x) * 256 + threadIdx.x;
+  uint32_t c = 0;
+  if (s * kSeg < L) {
+    const uint64_t e = L - s * kSeg, a = e > kSeg ? e - kSeg : 0;
+    uint64_t i = a;
+    for (; i < e && (reinterpret_cast<uintptr_t>(buf + i) & 3); ++i) c = (c >> 8) ^ T[0][(c ^ buf[i]) & 0xFF];
+    for (; i + 4 <= e; i += 4) {
+      c ^= *reinterpret_cast<const uint32_t*>(buf + i);
+      c = T[3][c & 0xFF] ^ T[2][(c >> 8) & 0xFF] ^ T[1][(c >> 16) & 0xFF] ^ T[0][c >> 24];
     }
-    for (; i < b1; ++i) c = (c >> 8) ^ T[0][(c ^ buf[i]) & 0xFF];
-    seg_crc[s] = ~c;
+    for (; i < e; ++i) c = (c >> 8) ^ T[0][(c ^ buf[i]) & 0xFF];
   }
-}
-
-// One block of 1024 threads folds the segment CRCs in order. store: write the CRC at buf + L; else compare.
-__global__ void __launch_bounds__(1024) k_crc_fold(uint8_t* buf, const uint64_t* d_len, uint64_t fixed_len, int minus4,
-                                                  const uint32_t* __restrict__ seg_crc, CrcConsts cc, bool store,
-                                                  uint32_t* flags) {
-  __shared__ uint32_t sc[1024];
-  __shared__ uint64_t sl[1024];
-  const uint64_t L = (d_len ? *d_len : fixed_len) - minus4;
-  const uint64_t nseg = (L + kSeg - 1) / kSeg;
-  const uint64_t per = (nseg + 1023) / 1024;
-  const uint64_t s0 = threadIdx.x * per, s1 = min(nseg, s0 + per);
-  uint32_t acc = 0;
-  uint64_t len = 0;
-  for (uint64_t s = s0; s < s1; ++s) {
-    const uint64_t sl_ = min(L, (s + 1) * kSeg) - s * kSeg;
-    const uint32_t op = sl_ == kSeg ? cc.seg_op : x2nmodp(cc.x2n, sl_, 3);
-    acc = multmodp(op, acc) ^ seg_crc[s];
-    len += sl_;
-  }
-  sc[threadIdx.x] = acc;
-  sl[threadIdx.x] = len;
+  v[threadIdx.x] = c;
   __syncthreads();
-  for (int w = 1; w < 1024; w <<= 1) {
-    if ((threadIdx.x & (2 * w - 1)) == 0) {
-      const uint32_t a = sc[threadIdx.x], b = sc[threadIdx.x + w];
-      const uint64_t lb = sl[threadIdx.x + w];
-      sc[threadIdx.x] = lb ? (multmodp(x2nmodp(cc.x2n, lb, 3), a) ^ b) : a;
-      sl[threadIdx.x] += lb;
-    }
+  for (int l = 0; l < 8; ++l) {
+    const int w = 1 << l;
+    uint32_t r = 0;
+    const bool act = (threadIdx.x & (2 * w - 1)) == 0;
+    if (act) { const uint32_t hi = v[threadIdx.x + w]; r = hi ? multmodp(cc.lvl[l], hi) : 0; }
+    __syncthreads();
+    if (act) v[threadIdx.x] ^= r;
     __syncthreads();
   }
-  if (threadIdx.x == 0) {
-    const uint32_t crc = L ? sc[0] : 0u;
-    if (store) st_u32(buf + L, crc);
-    else if (ld_u32(buf + L) != crc) atomicOr(flags, kErrCorrupt);
-  }
+  if (threadIdx.x == 0 && v[0]) atomicXor(acc, multmodp(x2nmodp(cc.x2n, uint64_t(blockIdx.x) * 256 * kSeg, 3), v[0]));
+}
+
+__global__ void k_crc_finish(uint8_t* buf, const uint64_t* d_len, uint64_t fixed_len, int minus4, const uint32_t* acc,
+                             CrcConsts cc, bool store, uint32_t* flags) {
+  const uint64_t L = (d_len ? *d_len : fixed_len) - minus4;
+  const uint32_t crc = ~(*acc ^ multmodp(x2nmodp(cc.x2n, L, 3), 0xFFFFFFFFu));
+  if (store) st_u32(buf + L, crc);
+  else if (ld_u32(buf + L) != crc) atomicOr(flags, kErrCorrupt);
 }
 
 void crc_run(uint8_t* buf, const uint64_t* d_len, uint64_t fixed_len, uint64_t max_body, bool store, uint32_t* flags,
              cudaStream_t st) {
   const uint64_t nseg = (max_body + kSeg - 1) / kSeg + 1;
-  uint32_t* seg = scratch<uint32_t>(nseg, st);
-  k_crc_seg<<<grid_for(nseg, 256, 132 * 32), 256, 0, st>>>(buf, d_len, fixed_len, d_len ? 4 : 0, seg, nseg);
-  k_crc_fold<<<1, 1024, 0, st>>>(buf, d_len, fixed_len, d_len ? 4 : 0, seg, crc_consts(), store, flags);
+  uint32_t* acc = scratch<uint32_t>(1, st);
+  GZC_CHECK(cudaMemsetAsync(acc, 0, 4, st));
+  k_crc_seg<<<unsigned((nseg + 255) / 256), 256, 0, st>>>(buf, d_len, fixed_len, d_len ? 4 : 0, crc_consts(), acc);
+  k_crc_finish<<<1, 1, 0, st>>>(buf, d_len, fixed_len, d_len ? 4 : 0, acc, crc_consts(), store, flags);
   GZC_CHECK(cudaGetLastError());
-  release(seg, st);
+  release(acc, st);
 }
 
 }  // namespace

@@ -62,6 +62,12 @@ __device__ __forceinline__ uint32_t key_of(float v, bool& bad) {
   return f2u(sanitize(v, NZ, bad)) & 0x7FFFFFFFu;
 }
 
+// Lanes with the same bin add once (Gaussian-like data crowd a few bins: plain shared atomics would serialize).
+__device__ __forceinline__ void hist_add(uint32_t* h, uint32_t bin) {
+  const uint32_t m = __match_any_sync(__activemask(), bin);
+  if ((threadIdx.x & 31) == uint32_t(__ffs(m) - 1)) atomicAdd(&h[bin], uint32_t(__popc(m)));
+}
+
 template <bool NZ>
 __global__ void __launch_bounds__(256) k_hist(const float* __restrict__ x, uint64_t n, uint32_t* __restrict__ hist, uint32_t* flags) {
   __shared__ uint32_t h[kBins];
@@ -71,10 +77,10 @@ __global__ void __launch_bounds__(256) k_hist(const float* __restrict__ x, uint6
   const uint64_t n4 = (reinterpret_cast<uintptr_t>(x) & 15) == 0 ? n / 4 : 0;
   for (uint64_t i = gtid(); i < n4; i += gstride()) {
     const float4 v = __ldg(reinterpret_cast<const float4*>(x) + i);
-    atomicAdd(&h[key_of<NZ>(v.x, bad) >> kShift], 1u);
-    atomicAdd(&h[key_of<NZ>(v.y, bad) >> kShift], 1u);
-    atomicAdd(&h[key_of<NZ>(v.z, bad) >> kShift], 1u);
-    atomicAdd(&h[key_of<NZ>(v.w, bad) >> kShift], 1u);
+    hist_add(h, key_of<NZ>(v.x, bad) >> kShift);
+    hist_add(h, key_of<NZ>(v.y, bad) >> kShift);
+    hist_add(h, key_of<NZ>(v.z, bad) >> kShift);
+    hist_add(h, key_of<NZ>(v.w, bad) >> kShift);
   }
   for (uint64_t i = 4 * n4 + gtid(); i < n; i += gstride()) atomicAdd(&h[key_of<NZ>(__ldg(x + i), bad) >> kShift], 1u);
   __syncthreads();
@@ -265,44 +271,53 @@ void encode_t(EncCtx& c) {
   release(ctrs, c.st); release(d_sel, c.st); release(hist, c.st);
 }
 
-// ---- decode: one thread per index chunk
+// ---- decode: one warp per 32 index chunks (one lane per chunk), the chunks' bytes staged in shared memory
+constexpr uint32_t kStageBytes = 40 * 1024;
 template <bool STORE, bool ADD>
-__global__ void __launch_bounds__(128) k_dec(const uint8_t* __restrict__ vals, const uint8_t* __restrict__ streams,
-                                            const uint64_t* __restrict__ off, uint64_t n, uint64_t k, uint8_t vt,
-                                            float* __restrict__ out, float alpha, uint64_t* __restrict__ fl, uint32_t* flags) {
+__global__ void __launch_bounds__(32) k_dec(const uint8_t* __restrict__ vals, const uint8_t* __restrict__ streams,
+                                           const uint64_t* __restrict__ off, uint64_t n, uint64_t k, uint8_t vt,
+                                           float* __restrict__ out, float alpha, uint64_t* __restrict__ fl, uint32_t* flags) {
+  __shared__ uint32_t sbuf[kStageBytes / 4];
   if (STORE && flags_set(flags)) return;
   const uint64_t C = (k + kE - 1) / kE;
   const int maxN = floor_log2_u64(n);
-  for (uint64_t c = gtid(); c < C; c += gstride()) {
-    const uint64_t lo = c * kE, cnt = min(kE, k - lo);
-    DevBitReader br(streams + off[c], off[c + 1] - off[c]);
-    bool bad = false;
-    uint64_t ix = br.gamma(maxN) - 1, first = ix;
-    for (uint64_t j = 0;;) {
-      if (br.bad || ix >= n) { bad = true; break; }
-      float v;
-      if (vt == gz::VT_F32) {
-        const uint32_t u = ld_u32(vals + 4 * (lo + j));
-        if ((u & 0x7F800000u) == 0x7F800000u) { bad = true; break; }
-        v = u2f(u);
-      } else {
-        const uint16_t h = uint16_t(vals[2 * (lo + j)] | (vals[2 * (lo + j) + 1] << 8));
-        if (vt == gz::VT_BF16) {
-          if ((h & 0x7F80u) == 0x7F80u) { bad = true; break; }
-          v = u2f(uint32_t(h) << 16);
+  const int lane = threadIdx.x & 31;
+  for (uint64_t c0 = uint64_t(blockIdx.x) * 32; c0 < C; c0 += uint64_t(gridDim.x) * 32) {
+    const uint64_t c1 = min(C, c0 + 32);
+    const uint8_t* st = stage_warp(streams + off[c0], off[c1] - off[c0], sbuf, kStageBytes);
+    const uint64_t c = c0 + lane;
+    if (c < c1) {
+      const uint64_t lo = c * kE, cnt = min(kE, k - lo);
+      DevBitReader br(st ? st + (off[c] - off[c0]) : streams + off[c], off[c + 1] - off[c]);
+      bool bad = false;
+      uint64_t ix = br.gamma(maxN) - 1, first = ix;
+      for (uint64_t j = 0;;) {
+        if (br.bad || ix >= n) { bad = true; break; }
+        float v;
+        if (vt == gz::VT_F32) {
+          const uint32_t u = ld_u32(vals + 4 * (lo + j));
+          if ((u & 0x7F800000u) == 0x7F800000u) { bad = true; break; }
+          v = u2f(u);
         } else {
-          if ((h & 0x7C00u) == 0x7C00u) { bad = true; break; }
-          v = f16_to_f32(h);
+          const uint16_t h = uint16_t(vals[2 * (lo + j)] | (vals[2 * (lo + j) + 1] << 8));
+          if (vt == gz::VT_BF16) {
+            if ((h & 0x7F80u) == 0x7F80u) { bad = true; break; }
+            v = u2f(uint32_t(h) << 16);
+          } else {
+            if ((h & 0x7C00u) == 0x7C00u) { bad = true; break; }
+            v = f16_to_f32(h);
+          }
         }
+        if (STORE) out[ix] = ADD ? __fadd_rn(out[ix], __fmul_rn(alpha, v)) : v;
+        if (++j == cnt) break;
+        ix += br.gamma(maxN);
       }
-      if (STORE) out[ix] = ADD ? __fadd_rn(out[ix], __fmul_rn(alpha, v)) : v;
-      if (++j == cnt) break;
-      ix += br.gamma(maxN);
+      if (!bad) br.finish();
+      if (bad || br.bad) flag(flags, kErrCorrupt);
+      fl[2 * c] = first;
+      fl[2 * c + 1] = ix;
     }
-    if (!bad) br.finish();
-    if (bad || br.bad) flag(flags, kErrCorrupt);
-    fl[2 * c] = first;
-    fl[2 * c + 1] = ix;
+    __syncwarp();
   }
 }
 
@@ -340,15 +355,15 @@ void topk_decode(const DecCtx& c) {
   uint64_t* off = scratch<uint64_t>(C + 1, c.st);
   uint64_t* fl = scratch<uint64_t>(2 * C, c.st);
   chunk_offsets(c.table, uint32_t(C), h.payload_bytes - k * vb, off, c.d_flags, c.st);
-  const unsigned g = grid_for(C, 128, 132 * 32);
+  const unsigned g = grid_for(C, 32, 132 * 64);
   const uint8_t* streams = c.payload + k * vb;
   if (c.add) {
-    k_dec<false, false><<<g, 128, 0, c.st>>>(c.payload, streams, off, n, k, h.p.vt, c.out, c.alpha, fl, c.d_flags);
+    k_dec<false, false><<<g, 32, 0, c.st>>>(c.payload, streams, off, n, k, h.p.vt, c.out, c.alpha, fl, c.d_flags);
     k_cross<<<grid_for(C, 256, 64), 256, 0, c.st>>>(fl, C, c.d_flags);
-    k_dec<true, true><<<g, 128, 0, c.st>>>(c.payload, streams, off, n, k, h.p.vt, c.out, c.alpha, fl, c.d_flags);
+    k_dec<true, true><<<g, 32, 0, c.st>>>(c.payload, streams, off, n, k, h.p.vt, c.out, c.alpha, fl, c.d_flags);
   } else {
     k_zero<<<grid_for(n, 256, 132 * 32), 256, 0, c.st>>>(c.out, n, c.d_flags);
-    k_dec<true, false><<<g, 128, 0, c.st>>>(c.payload, streams, off, n, k, h.p.vt, c.out, c.alpha, fl, c.d_flags);
+    k_dec<true, false><<<g, 32, 0, c.st>>>(c.payload, streams, off, n, k, h.p.vt, c.out, c.alpha, fl, c.d_flags);
     k_cross<<<grid_for(C, 256, 64), 256, 0, c.st>>>(fl, C, c.d_flags);
   }
   GZC_CHECK(cudaGetLastError());
