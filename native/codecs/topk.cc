@@ -97,12 +97,17 @@ __attribute__((target("avx2,f16c"))) void f32_to_f16_f16c(const float* x, uint64
 
 // ---------------------------------------------------------------- selection
 
-// Keys: mag << IB | (2^IB - 1 - i). IB = 33 covers n <= 2^33 in 64 bits; larger n uses 128-bit keys.
+// Keys: mag << IB | (2^(IB-1) - 1 - i) << 1 | sign. IB = 33 covers n <= 2^32 in 64 bits; larger n uses 128-bit
+// keys. The sign bit never decides between two elements (their index bits differ first); it lets the values be
+// rebuilt from the keys (no second random read of x).
 template <class K, int IB>
 struct KeyOps {
-  static constexpr K MASK = (K(1) << IB) - 1;
-  static K make(uint32_t mag, uint64_t i) { return (K(mag) << IB) | (MASK - K(i)); }
-  static uint64_t index(K k) { return uint64_t(MASK - (k & MASK)); }
+  static constexpr K IMASK = (K(1) << (IB - 1)) - 1;
+  static K make(uint32_t bits, uint64_t i) {
+    return (K(bits & 0x7FFFFFFFu) << IB) | ((IMASK - K(i)) << 1) | K(bits >> 31);
+  }
+  static uint64_t index(K k) { return uint64_t(IMASK - ((k >> 1) & IMASK)); }
+  static uint32_t value_bits(K k) { return uint32_t(k >> IB) | (uint32_t(k & 1) << 31); }
 };
 
 // Collect keys with mag >= t (in index order). Returns the max magnitude bits seen.
@@ -113,9 +118,10 @@ uint32_t collect_scalar(const float* x, uint64_t n, uint32_t t, std::vector<K>& 
   for (uint64_t i = 0; i < n; ++i) {
     uint32_t m;
     std::memcpy(&m, u + i, 4);
+    const uint32_t bits = m;
     m &= 0x7FFFFFFFu;
     amax = m > amax ? m : amax;
-    if (m >= t) out.push_back(KeyOps<K, IB>::make(m, i));
+    if (m >= t) out.push_back(KeyOps<K, IB>::make(bits, i));
   }
   return amax;
 }
@@ -125,8 +131,16 @@ __attribute__((target("avx2,bmi2"))) uint32_t collect_avx2(const float* x, uint6
   const __m256i absm = _mm256_set1_epi32(0x7FFFFFFF);
   const __m256i tm1 = _mm256_set1_epi32(int32_t(t) - 1);  // t >= 1 here: mag > t-1 (signed compare, mags < 2^31)
   __m256i vmax = _mm256_setzero_si256();
+  uint64_t cnt = out.size();
+  if (out.capacity() < cnt + 4096) out.reserve(size_t(cnt + 4096));
+  out.resize(out.capacity());
+  K* o = out.data();
+  uint64_t cap = out.size();
   uint64_t i = 0;
   for (; i + 32 <= n; i += 32) {
+    if ((i & 4095) == 0 && i + 4096 <= n) {
+      _mm_prefetch(reinterpret_cast<const char*>(x + i + 1024), _MM_HINT_T0);
+    }
     const __m256i a0 = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), absm);
     const __m256i a1 = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i + 8)), absm);
     const __m256i a2 = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i + 16)), absm);
@@ -137,14 +151,21 @@ __attribute__((target("avx2,bmi2"))) uint32_t collect_avx2(const float* x, uint6
     const uint32_t m2 = uint32_t(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(a2, tm1))));
     const uint32_t m3 = uint32_t(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(a3, tm1))));
     uint32_t mask = m0 | (m1 << 8) | (m2 << 16) | (m3 << 24);
-    while (mask) {
+    if (!mask) continue;
+    if (__builtin_expect(cnt + 32 > cap, 0)) {
+      out.resize(size_t(cap * 2 + 64));
+      o = out.data();
+      cap = out.size();
+    }
+    do {
       const int j = __builtin_ctz(mask);
       mask &= mask - 1;
       uint32_t m;
       std::memcpy(&m, x + i + j, 4);
-      out.push_back(KeyOps<K, IB>::make(m & 0x7FFFFFFFu, i + uint64_t(j)));
-    }
+      o[cnt++] = KeyOps<K, IB>::make(m, i + uint64_t(j));
+    } while (mask);
   }
+  out.resize(size_t(cnt));
   alignas(32) uint32_t lanes[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), vmax);
   uint32_t amax = 0;
@@ -153,7 +174,7 @@ __attribute__((target("avx2,bmi2"))) uint32_t collect_avx2(const float* x, uint6
   const uint32_t am2 = collect_scalar<K, IB>(x + i, n - i, t, tail);
   for (K kk : tail) {  // re-base tail indices
     const uint64_t idx = KeyOps<K, IB>::index(kk) + i;
-    out.push_back(KeyOps<K, IB>::make(uint32_t(kk >> IB), idx));
+    out.push_back(KeyOps<K, IB>::make(KeyOps<K, IB>::value_bits(kk), idx));
   }
   return std::max(amax, am2);
 }
@@ -161,12 +182,16 @@ __attribute__((target("avx2,bmi2"))) uint32_t collect_avx2(const float* x, uint6
 // Threshold on the magnitude bits: about k*(1 + a few sigma) elements are expected at or above it.
 uint32_t sample_threshold(const float* x, uint64_t n, uint64_t k) {
   if (k * 4 >= n || n < 65536) return 0;  // collect everything
-  const uint64_t S = 65536, stride = n / S;
+  // 4096 runs of 16 consecutive elements (one cache line each), evenly spread: 65536 samples for 4096 misses
+  const uint64_t S = 65536, R = 16, stride = n / (S / R);
   std::vector<uint32_t> smp(S);
-  for (uint64_t j = 0; j < S; ++j) {
-    uint32_t m;
-    std::memcpy(&m, x + j * stride, 4);
-    smp[j] = m & 0x7FFFFFFFu;
+  for (uint64_t j = 0; j < S / R; ++j) {
+    const uint64_t base = j * stride;
+    for (uint64_t q = 0; q < R; ++q) {
+      uint32_t m;
+      std::memcpy(&m, x + base + q, 4);
+      smp[j * R + q] = m & 0x7FFFFFFFu;
+    }
   }
   const double q = double(k) / double(n), mu = q * double(S);
   uint64_t r = uint64_t(std::ceil(mu + 4.0 * std::sqrt(mu) + 2.0));  // rank (1-based) of the threshold sample
@@ -176,7 +201,7 @@ uint32_t sample_threshold(const float* x, uint64_t n, uint64_t k) {
 }
 
 template <class K, int IB>
-void select_topk(const float* x, uint64_t n, uint64_t k, bool scalar, std::vector<uint64_t>& idx) {
+void select_topk(const float* x, uint64_t n, uint64_t k, bool scalar, std::vector<uint64_t>& idx, std::vector<float>& val) {
   std::vector<K> cand;
   uint32_t t = sample_threshold(x, n, k);
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -189,8 +214,13 @@ void select_topk(const float* x, uint64_t n, uint64_t k, bool scalar, std::vecto
     t = 0;  // too few candidates: take everything
   }
   idx.resize(size_t(k));
+  val.resize(size_t(k) + 1);
   if (cand.size() == k) {
-    for (uint64_t j = 0; j < k; ++j) idx[j] = KeyOps<K, IB>::index(cand[j]);
+    for (uint64_t j = 0; j < k; ++j) {
+      idx[j] = KeyOps<K, IB>::index(cand[j]);
+      val[j] = ref::u2f(KeyOps<K, IB>::value_bits(cand[j]));
+    }
+    val.resize(size_t(k));
     return;
   }
   std::vector<K> tmp(cand);
@@ -198,8 +228,14 @@ void select_topk(const float* x, uint64_t n, uint64_t k, bool scalar, std::vecto
   const K kth = tmp[k - 1];
   std::vector<K>().swap(tmp);
   uint64_t j = 0;
-  for (const K key : cand)
-    if (key >= kth) idx[j++] = KeyOps<K, IB>::index(key);
+  idx.resize(size_t(k) + 1);
+  for (const K key : cand) {  // branchless filter (about k of the ~1.2k candidates pass)
+    idx[j] = KeyOps<K, IB>::index(key);
+    val[j] = ref::u2f(KeyOps<K, IB>::value_bits(key));
+    j += key >= kth ? 1 : 0;
+  }
+  idx.resize(size_t(k));
+  val.resize(size_t(k));
   if (j != k) throw Error(ErrCode::INTERNAL, "topk selection count mismatch");
 }
 
@@ -241,8 +277,9 @@ uint64_t topk_encode(EncodeArgs& a) {
   if (k > n || (n && !k)) throw Error(ErrCode::INTERNAL, "topk_encode: k not resolved");
   if (!n) return 0;
   std::vector<uint64_t> idx;
-  if (n <= (uint64_t(1) << 33)) select_topk<uint64_t, 33>(a.x, n, k, a.scalar, idx);
-  else select_topk<unsigned __int128, 64>(a.x, n, k, a.scalar, idx);
+  std::vector<float> xv;  // the selected values, in index order
+  if (n <= (uint64_t(1) << 32)) select_topk<uint64_t, 33>(a.x, n, k, a.scalar, idx, xv);
+  else select_topk<unsigned __int128, 64>(a.x, n, k, a.scalar, idx, xv);
   // values
   const uint32_t vb = value_bytes(a.p->vt);
   uint8_t* vals = a.payload;
@@ -250,22 +287,20 @@ uint64_t topk_encode(EncodeArgs& a) {
   par_for(a.threads, (k + VB - 1) / VB, [&](uint64_t blk) {
     const uint64_t lo = blk * VB, hi = std::min(k, lo + VB);
     if (a.p->vt == VT_F32) {
-      for (uint64_t j = lo; j < hi; ++j) std::memcpy(vals + 4 * j, a.x + idx[j], 4);
+      for (uint64_t j = lo; j < hi; ++j) std::memcpy(vals + 4 * j, &xv[j], 4);
     } else if (a.p->vt == VT_BF16) {
       for (uint64_t j = lo; j < hi; ++j) {
-        const uint16_t h = f32_to_bf16(a.x[idx[j]]);
+        const uint16_t h = f32_to_bf16(xv[j]);
         std::memcpy(vals + 2 * j, &h, 2);
       }
     } else if (!a.scalar && has_f16c()) {
-      float tmp[256];
       for (uint64_t j = lo; j < hi; j += 256) {
         const uint64_t m = std::min<uint64_t>(256, hi - j);
-        for (uint64_t q = 0; q < m; ++q) tmp[q] = a.x[idx[j + q]];
-        f32_to_f16_f16c(tmp, m, vals + 2 * j);
+        f32_to_f16_f16c(xv.data() + j, m, vals + 2 * j);
       }
     } else {
       for (uint64_t j = lo; j < hi; ++j) {
-        const uint16_t h = f32_to_f16(a.x[idx[j]]);
+        const uint16_t h = f32_to_f16(xv[j]);
         std::memcpy(vals + 2 * j, &h, 2);
       }
     }
