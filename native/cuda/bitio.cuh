@@ -16,6 +16,12 @@ struct DevBitReader {
   __device__ DevBitReader(const uint8_t* q, uint64_t len) : p(q), end_bits(len * 8) {}
   __device__ __forceinline__ void refill() {
     while (avail <= 56) {
+      if (avail <= 32 && ((reinterpret_cast<uintptr_t>(p + next_byte) & 3) == 0) && (next_byte + 4) * 8 <= end_bits) {
+        buf |= uint64_t(*reinterpret_cast<const uint32_t*>(p + next_byte)) << avail;  // 4 bytes at once
+        avail += 32;
+        next_byte += 4;
+        continue;
+      }
       const uint64_t b = next_byte * 8 < end_bits ? p[next_byte] : 0;
       buf |= b << avail;
       avail += 8;

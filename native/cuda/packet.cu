@@ -5,6 +5,7 @@
 // CRC32C on the device: see k_crc_seg (segment CRCs combined with the GF(2) shift operators of zlib's
 // crc32_combine, reflected polynomial 0x82F63B78).
 #include <cub/block/block_scan.cuh>
+#include <cub/device/device_scan.cuh>
 #include <cstring>
 #include <random>
 #include <string>
@@ -46,7 +47,7 @@ int device_count(std::string* err) {
 namespace {
 
 constexpr uint32_t kPoly = 0x82F63B78u;
-constexpr uint32_t kSeg = 1024;  // bytes per segment
+constexpr uint32_t kSeg = 128;  // bytes per segment (one thread each)
 
 struct CrcConsts {
   uint32_t x2n[32];  // x^(2^k) mod P
@@ -254,9 +255,28 @@ void scan_nonfinite(const float* x, uint64_t n, uint32_t* d_flags, cudaStream_t 
   GZC_CHECK(cudaGetLastError());
 }
 
+namespace {
+__global__ void k_table_u64(const uint8_t* __restrict__ table, uint32_t C, uint64_t* __restrict__ d) {
+  for (uint64_t i = gtid(); i < C; i += gstride()) d[i + 1] = ld_u32(table + 4 * i);
+  if (gtid() == 0) d[0] = 0;
+}
+__global__ void k_check_sum(const uint64_t* d_off, uint32_t C, uint64_t expect, uint32_t* flags) {
+  if (d_off[C] != expect) atomicOr(flags, kErrCorrupt);
+}
+}  // namespace
+
+// Exclusive byte offsets of the C chunk lengths (d_off[0..C]), a multi-block CUB scan; the sum must equal expect.
 void chunk_offsets(const uint8_t* table, uint32_t C, uint64_t payload_bytes, uint64_t* d_off, uint32_t* d_flags,
                    cudaStream_t st) {
-  k_chunk_offsets<<<1, 1024, 0, st>>>(table, C, payload_bytes, d_off, d_flags);
+  k_table_u64<<<grid_for(C + 1, 256, 132 * 16), 256, 0, st>>>(table, C, d_off);
+  if (C > 0) {
+    size_t bytes = 0;
+    GZC_CHECK(cub::DeviceScan::InclusiveSum(nullptr, bytes, d_off + 1, d_off + 1, C, st));
+    void* tmp = scratch<uint8_t>(bytes, st);
+    GZC_CHECK(cub::DeviceScan::InclusiveSum(tmp, bytes, d_off + 1, d_off + 1, C, st));
+    release(tmp, st);
+  }
+  k_check_sum<<<1, 1, 0, st>>>(d_off, C, payload_bytes, d_flags);
   GZC_CHECK(cudaGetLastError());
 }
 

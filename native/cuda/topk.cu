@@ -77,10 +77,10 @@ __global__ void __launch_bounds__(256) k_hist(const float* __restrict__ x, uint6
   const uint64_t n4 = (reinterpret_cast<uintptr_t>(x) & 15) == 0 ? n / 4 : 0;
   for (uint64_t i = gtid(); i < n4; i += gstride()) {
     const float4 v = __ldg(reinterpret_cast<const float4*>(x) + i);
-    hist_add(h, key_of<NZ>(v.x, bad) >> kShift);
-    hist_add(h, key_of<NZ>(v.y, bad) >> kShift);
-    hist_add(h, key_of<NZ>(v.z, bad) >> kShift);
-    hist_add(h, key_of<NZ>(v.w, bad) >> kShift);
+    atomicAdd(&h[key_of<NZ>(v.x, bad) >> kShift], 1u);
+    atomicAdd(&h[key_of<NZ>(v.y, bad) >> kShift], 1u);
+    atomicAdd(&h[key_of<NZ>(v.z, bad) >> kShift], 1u);
+    atomicAdd(&h[key_of<NZ>(v.w, bad) >> kShift], 1u);
   }
   for (uint64_t i = 4 * n4 + gtid(); i < n; i += gstride()) atomicAdd(&h[key_of<NZ>(__ldg(x + i), bad) >> kShift], 1u);
   __syncthreads();
@@ -91,18 +91,23 @@ __global__ void __launch_bounds__(256) k_hist(const float* __restrict__ x, uint6
 
 struct Sel { uint64_t bin, above, rem, cand; };
 
-__global__ void k_pick(const uint32_t* __restrict__ hist, uint64_t k, Sel* out) {
-  if (threadIdx.x != 0) return;
-  uint64_t above = 0;
-  int b = kBins - 1;
-  for (; b > 0; --b) {
-    if (above + hist[b] >= k) break;
-    above += hist[b];
+// One block of 1024 threads: suffix sums of the 4096 bins (4 per thread, block scan of the reversed order).
+__global__ void __launch_bounds__(1024) k_pick(const uint32_t* __restrict__ hist, uint64_t k, Sel* out) {
+  using Scan = cub::BlockScan<uint64_t, 1024>;
+  __shared__ typename Scan::TempStorage tmp;
+  const int t = threadIdx.x;
+  // thread t owns bins b = 4095 - 4t - q (q = 0..3), i.e. descending order
+  uint64_t h[4], sum = 0;
+  for (int q = 0; q < 4; ++q) { h[q] = hist[kBins - 1 - 4 * t - q]; sum += h[q]; }
+  uint64_t above;  // keys in bins above this thread's first bin
+  Scan(tmp).ExclusiveSum(sum, above);
+  for (int q = 0; q < 4; ++q) {
+    const int b = kBins - 1 - 4 * t - q;
+    if (above < k && (above + h[q] >= k || b == 0)) {
+      out->bin = uint64_t(b); out->above = above; out->rem = k - above; out->cand = h[q];
+    }
+    above += h[q];
   }
-  out->bin = uint64_t(b);
-  out->above = above;
-  out->rem = k - above;
-  out->cand = hist[b];
 }
 
 __device__ __forceinline__ uint64_t warp_append(unsigned long long* ctr, bool take) {
@@ -239,7 +244,7 @@ void encode_t(EncCtx& c) {
   const unsigned g = grid_for(n / 4 + 1, 256, 132 * 8);
   if (nz) k_hist<true><<<g, 256, 0, c.st>>>(c.x, n, hist, c.d_flags);
   else k_hist<false><<<g, 256, 0, c.st>>>(c.x, n, hist, c.d_flags);
-  k_pick<<<1, 32, 0, c.st>>>(hist, k, d_sel);
+  k_pick<<<1, 1024, 0, c.st>>>(hist, k, d_sel);
   GZC_CHECK(cudaGetLastError());
   Sel hs;
   GZC_CHECK(cudaMemcpyAsync(&hs, d_sel, sizeof hs, cudaMemcpyDeviceToHost, c.st));
