@@ -515,19 +515,36 @@ void decode_chunk(const Geom& g, ChunkView ck, uint64_t c, float* out, float alp
       const uint64_t nnz = br.get_gamma(floor_log2_u64(m + 1)) - 1;
       if (nnz > m) corrupt("non-zero count larger than the bucket");
       uint64_t i = 0;
+      const int maxN_r = floor_log2_u64(m);
+      const float zadd = alpha * 0.f;
       for (uint64_t j = 0; j < nnz; ++j) {
-        const uint64_t r = br.get_gamma(floor_log2_u64(m)) - 1;
+        uint64_t r, z;
+        uint32_t sg;
+        // fast path: run code, level code and sign from one 57-bit peek; else the one-code-at-a-time path
+        const uint64_t pk = br.peek();
+        const int N1 = pk ? ctz64(pk) : 64;
+        const uint64_t w2 = N1 <= 20 ? pk >> (2 * N1 + 1) : 0;
+        const int N2 = w2 ? ctz64(w2) : 64;
+        if (N1 <= maxN_r && N2 <= maxN_z && 2 * N1 + 2 * N2 + 3 <= 57) {
+          r = (((pk >> (N1 + 1)) & ((uint64_t(1) << N1) - 1)) | (uint64_t(1) << N1)) - 1;
+          z = ((w2 >> (N2 + 1)) & ((uint64_t(1) << N2) - 1)) | (uint64_t(1) << N2);
+          sg = uint32_t(w2 >> (2 * N2 + 1)) & 1u;
+          br.skip(unsigned(2 * N1 + 2 * N2 + 3));
+        } else {
+          r = br.get_gamma(maxN_r) - 1;
+          z = br.get_gamma(maxN_z);
+          sg = br.get_bit();
+        }
         if (r >= m - i) corrupt("zero run past the bucket end");
+        if (z > g.s) corrupt("level above s");
         if (STORE) {
-          for (uint64_t q = 0; q < r; ++q) {
-            if (ADD) o[i + q] = o[i + q] + alpha * 0.f;
-            else o[i + q] = 0.f;
+          if (ADD) {
+            for (uint64_t q = 0; q < r; ++q) o[i + q] = o[i + q] + zadd;
+          } else {
+            std::memset(o + i, 0, size_t(r) * 4);
           }
         }
         i += r;
-        const uint64_t z = br.get_gamma(maxN_z);
-        if (z > g.s) corrupt("level above s");
-        const uint32_t sg = br.get_bit();
         if (STORE) {
           const float val = ref::qsgd_value(w, uint32_t(z), sg);
           if (ADD) o[i] = o[i] + alpha * val;
@@ -536,10 +553,8 @@ void decode_chunk(const Geom& g, ChunkView ck, uint64_t c, float* out, float alp
         ++i;
       }
       if (STORE) {
-        for (; i < m; ++i) {
-          if (ADD) o[i] = o[i] + alpha * 0.f;
-          else o[i] = 0.f;
-        }
+        if (ADD) for (; i < m; ++i) o[i] = o[i] + zadd;
+        else std::memset(o + i, 0, size_t(m - i) * 4);
       }
     } else {
       for (uint64_t i = 0; i < m; ++i) {
