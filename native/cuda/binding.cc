@@ -17,6 +17,7 @@
 
 #include "core/gradzip.h"
 #include "cuda/gzcuda.h"
+#include "cuda/nccl.h"
 
 namespace {
 
@@ -533,6 +534,20 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// Hooks for the NCCL transport (native/cuda/nccl.cc): access to device buffers, streams, options and Run.
+gzc_nccl::DevView HookDev(Napi::Env env, const Napi::Value& v, const char* what) {
+  DevBuf* b = AsDev(env, v, what);
+  return {b->ptr(env, what), b->bytes()};
+}
+gzc_nccl::StreamView HookStream(Napi::Env env, const Napi::Value& v) {
+  Stream* s = AsStream(env, v);
+  return {s->stream(), s->res()};
+}
+Napi::Value HookRun(Napi::Env env, const Napi::Value& sv, bool async, std::function<void()> work,
+                    std::function<Napi::Value(Napi::Env)> value, std::vector<Napi::Value> keep) {
+  return Run(env, AsStream(env, sv), async, std::move(work), std::move(value), std::move(keep));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("DevBuf", DevBuf::Init(env));
   exports.Set("Stream", Stream::Init(env));
@@ -544,6 +559,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("allocHost", Napi::Function::New(env, AllocHost, "allocHost"));
   exports.Set("time", Napi::Function::New(env, Time, "time"));
   exports.Set("probe", Napi::Function::New(env, Probe, "probe"));
+  gzc_nccl::Register(env, exports, gzc_nccl::Hooks{HookDev, HookStream, ReadParams, HookRun});
   return exports;
 }
 
