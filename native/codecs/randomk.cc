@@ -1,6 +1,7 @@
 // randomk (docs/FORMAT.md sections 3.5, 4.1): k indices drawn without replacement from the seed by Floyd's
 // algorithm (no index bits travel); payload = the k raw f32 values in increasing index order; decoding scales
 // them by (float)((double)n / (double)k), which makes the estimate unbiased.
+#include <cmath>
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -88,7 +89,13 @@ uint64_t randomk_encode(EncodeArgs& a) {
   if (!k) return 0;
   std::vector<uint64_t> idx((size_t)(k));
   randomk_indices(a.seed, n, k, idx.data());
-  for (uint64_t j = 0; j < k; ++j) std::memcpy(a.payload + 4 * j, a.x + idx[j], 4);
+  // The decoder multiplies by n/k: a selected value whose scaled estimate overflows float32 cannot be sent.
+  const float scale = float(double(n) / double(k));
+  for (uint64_t j = 0; j < k; ++j) {
+    if (!std::isfinite(a.x[idx[j]] * scale))
+      throw Error(ErrCode::NONFINITE, "randomk: a selected value times n/k overflows float32");
+    std::memcpy(a.payload + 4 * j, a.x + idx[j], 4);
+  }
   return 4 * k;
 }
 
@@ -97,13 +104,16 @@ void randomk_decode(const DecodeArgs& a) {
   const uint64_t n = h.n, k = h.p.k;
   if (k > n || (n && !k)) corrupt("randomk: bad k");
   if (h.payload_bytes != 4 * k) corrupt("randomk: payload size does not match k");
-  for (uint64_t j = 0; j < k; ++j)  // check before any store (decompressAdd leaves acc untouched when corrupt)
-    if ((load_u32le(h.payload + 4 * j) & 0x7F800000u) == 0x7F800000u) corrupt("randomk: non-finite value");
+  const float scale = k ? float(double(n) / double(k)) : 0.f;
+  for (uint64_t j = 0; j < k; ++j) {  // check before any store (decompressAdd leaves acc untouched when corrupt)
+    const float v = ref::u2f(load_u32le(h.payload + 4 * j));
+    if (!std::isfinite(v)) corrupt("randomk: non-finite value");
+    if (!std::isfinite(v * scale)) corrupt("randomk: value times n/k overflows float32");
+  }
   if (!a.add) std::memset(a.out, 0, size_t(n) * 4);
   if (!k) return;
   std::vector<uint64_t> idx((size_t)(k));
   randomk_indices(h.seed, n, k, idx.data());
-  const float scale = float(double(n) / double(k));
   for (uint64_t j = 0; j < k; ++j) {
     const float v = ref::u2f(load_u32le(h.payload + 4 * j)) * scale;
     float& o = a.out[idx[j]];
