@@ -268,6 +268,18 @@ describe('corrupt packets: rejected with ERR_GRADZIP_CORRUPT, never a crash', ()
     }
   });
 
+  it('a valid randomk packet claiming n = 2^33 is a typed error on decompress (V8 would abort on the allocation)', async () => {
+    for (const n of [2n ** 33n, 2n ** 34n, 2n ** 32n + 1n]) {
+      const q = randomk({ k: 1 }).compress(data(5, 1), { seed: 1 }).slice();
+      new DataView(q.buffer).setBigUint64(8, n, true);
+      fixCrc(q);
+      expect(inspect(q).n).toBe(Number(n)); // still a valid packet
+      expect(code(() => decompress(q))).toBe('ERR_GRADZIP_INVALID_ARG');
+      expect(await codeAsync(() => decompressAsync(q))).toBe('ERR_GRADZIP_INVALID_ARG');
+      expect(code(() => decompressAdd(q, new Float32Array(5)))).toBe('ERR_GRADZIP_INVALID_ARG');
+    }
+  });
+
   it('random byte strings and wrong magic are CORRUPT', () => {
     let s = 99;
     for (let t = 0; t < 300; t++) {

@@ -7,6 +7,7 @@
 // GradzipError with the JS stack. Async workers catch gz::Error in Execute (no JS there) and reject in OnError.
 #include <napi.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -335,9 +336,24 @@ DecodeArgs GetDecodeArgs(const Napi::CallbackInfo& info, size_t alpha_at) {
 }
 
 // Allocates the output Float32Array after the packet is fully validated (never more than the validated n).
+// A valid topk/randomk packet of a few bytes may claim n up to 2^34: V8 aborts the process when an ArrayBuffer
+// allocation fails, so large outputs are allocated here with calloc (a failure is a catchable error) and handed
+// to V8 as an external buffer.
+constexpr uint64_t kMaxTypedLength = uint64_t(1) << 32;  // node 20: the longest Float32Array
+constexpr uint64_t kBigOutputBytes = uint64_t(64) << 20;
+
 Napi::TypedArrayOf<float> AllocFor(Napi::Env env, const View& pkt) {
   const gz::Header h = Guard(env, [&] { return gz::parse(static_cast<const uint8_t*>(pkt.data), pkt.bytes); });
-  return Napi::Float32Array::New(env, static_cast<size_t>(h.n));
+  if (h.n > kMaxTypedLength)
+    ThrowInvalid(env, "the packet holds n = " + std::to_string(h.n) + " elements, more than a Float32Array can hold");
+  const size_t n = static_cast<size_t>(h.n);
+  if (uint64_t(n) * 4 < kBigOutputBytes) return Napi::Float32Array::New(env, n);
+  void* mem = std::calloc(n, 4);
+  if (mem == nullptr)
+    ThrowInvalid(env, "cannot allocate the output for the packet's n = " + std::to_string(h.n) +
+                          " elements (out of memory); decode into your own `out` array");
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, mem, n * 4, [](Napi::Env, void* d) { std::free(d); });
+  return Napi::Float32Array::New(env, n, ab, 0);
 }
 
 // decode(packet, out?, threads?, scalar?) -> Float32Array
