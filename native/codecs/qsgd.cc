@@ -122,11 +122,16 @@ GZ_AVX2 inline __m256 load_n(const float* p, uint64_t cnt) {  // cnt in 0..8, ze
   return _mm256_maskload_ps(p, tail_mask(cnt));
 }
 
-GZ_AVX2 uint32_t amax_avx2(const float* v, uint64_t m) {
+// max |bits| over v[0..m); also prefetches pf[0..pm) (pm floats, one line per 16), pm <= m rounded to the loop.
+GZ_AVX2 uint32_t amax_avx2(const float* v, uint64_t m, const float* pf = nullptr, uint64_t pm = 0) {
   const __m256i abs = _mm256_set1_epi32(0x7FFFFFFF);
   __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
   uint64_t i = 0;
   for (; i + 32 <= m; i += 32) {
+    if (i < pm) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf + i), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(pf + i + 16), _MM_HINT_T0);
+    }
     a0 = _mm256_max_epu32(a0, _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(v + i)), abs));
     a1 = _mm256_max_epu32(a1, _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(v + i + 8)), abs));
     a2 = _mm256_max_epu32(a2, _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(v + i + 16)), abs));
@@ -138,6 +143,7 @@ GZ_AVX2 uint32_t amax_avx2(const float* v, uint64_t m) {
 }
 
 // l2 norm of FORMAT section 2 given amax (> 0, finite): four 8-lane accumulators = the 32 lanes, then the tree.
+// No |.|: (x*f)^2 and (|x|*f)^2 are the same bits (IEEE products are sign-symmetric).
 GZ_AVX2 float l2_avx2(const float* v, uint64_t m, uint32_t amax) {
   const int e = ref::floor_log2(u2f(amax));
   const int ne = -e;
@@ -151,20 +157,19 @@ GZ_AVX2 float l2_avx2(const float* v, uint64_t m, uint32_t amax) {
     f2 = ref::pow2f(ne - e1);
     two = true;
   }
-  const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   const __m256 F1 = _mm256_set1_ps(f1), F2 = _mm256_set1_ps(f2);
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   uint64_t i = 0;
   if (!two) {
     for (; i + 32 <= m; i += 32)
       for (int k = 0; k < 4; ++k) {
-        __m256 y = _mm256_mul_ps(_mm256_and_ps(_mm256_loadu_ps(v + i + 8 * k), absm), F1);
+        __m256 y = _mm256_mul_ps(_mm256_loadu_ps(v + i + 8 * k), F1);
         acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(y, y));
       }
   } else {
     for (; i + 32 <= m; i += 32)
       for (int k = 0; k < 4; ++k) {
-        __m256 y = _mm256_mul_ps(_mm256_mul_ps(_mm256_and_ps(_mm256_loadu_ps(v + i + 8 * k), absm), F1), F2);
+        __m256 y = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(v + i + 8 * k), F1), F2);
         acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(y, y));
       }
   }
@@ -173,7 +178,7 @@ GZ_AVX2 float l2_avx2(const float* v, uint64_t m, uint32_t amax) {
     for (int k = 0; k < 4; ++k) {
       const uint64_t cnt = r > uint64_t(8 * k) ? std::min<uint64_t>(8, r - 8 * k) : 0;
       if (!cnt) break;
-      __m256 y = _mm256_mul_ps(_mm256_and_ps(load_n(v + i + 8 * k, cnt), absm), F1);
+      __m256 y = _mm256_mul_ps(load_n(v + i + 8 * k, cnt), F1);
       if (two) y = _mm256_mul_ps(y, F2);
       acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(y, y));
     }
@@ -190,15 +195,19 @@ GZ_AVX2 float l2_avx2(const float* v, uint64_t m, uint32_t amax) {
 struct QuantConsts {
   __m256 c, r, s;
   bool pre;  // c != 1 (tiny-scale bucket)
-  __m256i sv;
 };
 
-// Codes of 8 elements (cnt valid; lanes >= cnt are code 0). u: 8 uniforms (16-bit).
-template <bool UNSIGNED_CVT, bool PRE>
-GZ_AVX2 inline __m256i codes8(const float* x, uint64_t cnt, const uint16_t* u, const QuantConsts& k) {
-  const __m256 xv = load_n(x, cnt);
+// Level zeta of 8 elements (32-bit lanes; zeros beyond the loaded ones give level 0). nu: 8 complemented uniforms
+// 65535 - u. One conversion: t = trunc(min(|x|*c*r65536, s65536)) = 65536*l + T exactly; then
+// (t + 65535 - u) >> 16 = l + (T > u), the reference's (t >> 16) + (u < (t & 0xFFFF)). t <= 65535*65536, so the
+// 32-bit sum cannot wrap. UNSIGNED_CVT: s >= 32768 (t may reach 2^31).
+// CLAMP false: the caller showed (amax*c)*r65536 <= s65536 for the bucket, so min(., s65536) is the identity
+// (products are monotone in |x| <= amax).
+template <bool UNSIGNED_CVT, bool PRE, bool CLAMP>
+GZ_AVX2 inline __m256i zeta8(__m256 xv, const uint16_t* nu, const QuantConsts& k) {
   const __m256 ax = _mm256_and_ps(xv, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)));
-  __m256 a = _mm256_min_ps(_mm256_mul_ps(PRE ? _mm256_mul_ps(ax, k.c) : ax, k.r), k.s);
+  const __m256 a0 = _mm256_mul_ps(PRE ? _mm256_mul_ps(ax, k.c) : ax, k.r);
+  const __m256 a = CLAMP ? _mm256_min_ps(a0, k.s) : a0;
   __m256i t;
   if (UNSIGNED_CVT) {
     const __m256 two31 = _mm256_set1_ps(2147483648.f);
@@ -208,67 +217,80 @@ GZ_AVX2 inline __m256i codes8(const float* x, uint64_t cnt, const uint16_t* u, c
   } else {
     t = _mm256_cvttps_epi32(a);
   }
-  const __m256i lvl = _mm256_srli_epi32(t, 16);
-  const __m256i T = _mm256_and_si256(t, _mm256_set1_epi32(0xFFFF));
-  const __m256i uv = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u)));
-  const __m256i z = _mm256_sub_epi32(lvl, _mm256_cmpgt_epi32(T, uv));
-  const __m256i nz = _mm256_cmpgt_epi32(z, _mm256_setzero_si256());
-  const __m256i sg = _mm256_srli_epi32(_mm256_and_si256(_mm256_castps_si256(xv), nz), 31);
-  return _mm256_or_si256(_mm256_slli_epi32(z, 1), sg);
+  const __m256i uv = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(nu)));
+  return _mm256_srli_epi32(_mm256_add_epi32(t, uv), 16);
 }
 
-// Quantizes and packs one bucket (m elements, global start g0) into dst (code bytes). W: 2, 4, 8 vector packing; 0: generic (scalar packing).
-template <int W, bool PRE>
-GZ_AVX2 void quant_bucket_avx2(const QCfg& c, uint64_t seed, const float* v, uint64_t m, uint64_t g0,
-                               const QuantConsts& k, uint8_t* dst) {
+// 32 codes (2 zeta + sign) as bytes in the order of the in-lane packs: byte 4q + e (e < 4) of the low half is element
+// 8q + e, of the high half element 8q + 4 + e. z[q], xv[q]: zeta and input of elements 8q .. 8q+7 (zeta <= 127).
+// Sign: packs keeps the sign of the float bits (only +0.0 packs to 0); sign_epi8 negates zeta where x < 0, so
+// "negative" = (x < 0 and zeta > 0), the reference's sign bit (-0.0 and zeros have zeta 0).
+GZ_AVX2 inline __m256i codes32(const __m256i* z, const __m256* xv) {
+  const __m256i zb = _mm256_packus_epi16(_mm256_packs_epi32(z[0], z[1]), _mm256_packs_epi32(z[2], z[3]));
+  const __m256i sb = _mm256_packs_epi16(_mm256_packs_epi32(_mm256_castps_si256(xv[0]), _mm256_castps_si256(xv[1])),
+                                        _mm256_packs_epi32(_mm256_castps_si256(xv[2]), _mm256_castps_si256(xv[3])));
+  const __m256i neg = _mm256_cmpgt_epi8(_mm256_setzero_si256(), _mm256_sign_epi8(zb, sb));
+  return _mm256_sub_epi8(_mm256_add_epi8(zb, zb), neg);
+}
+
+// Quantizes and packs one bucket (m elements, global start g0) into dst (code bytes). W: 2, 4, 8 vector packing;
+// 0: generic (scalar packing). ph: Philox schedule for `seed` (sched_init done by the caller, once per range).
+template <int W, bool PRE, bool CLAMP>
+GZ_AVX2 void quant_bucket_avx2(const QCfg& c, uint64_t seed, philox_detail::Sched& ph, const float* v, uint64_t m,
+                               uint64_t g0, const QuantConsts& k, uint8_t* dst) {
   alignas(32) static thread_local uint16_t ubuf[kPiece + 64];
   alignas(32) uint32_t cbuf[32];
   for (uint64_t off = 0; off < m; off += kPiece) {
     const uint64_t len = std::min(kPiece, m - off), g = g0 + off;
     const uint64_t blk0 = g >> 3, nblk = ((g + len - 1) >> 3) - blk0 + 1;
-    philox_blocks_avx2(seed, blk0, nblk, reinterpret_cast<uint32_t*>(ubuf));
+    philox_detail::blocks_sched<true>(ph, seed, blk0, nblk, reinterpret_cast<uint32_t*>(ubuf), 0);
     const uint16_t* u = ubuf + (g & 7);
     const float* x = v + off;
     const uint32_t Wd = W ? W : c.W;
     uint8_t* d = dst + off / 8 * Wd;
     for (uint64_t i = 0; i < len; i += 32) {
       const uint64_t cnt = std::min<uint64_t>(32, len - i);
-      __m256i cd[4];
-      if (cnt == 32 && (W || c.s < 32768)) {  // fast path: full group, constant counts fold the masks away
-        for (int q = 0; q < 4; ++q) cd[q] = codes8<false, PRE>(x + i + 8 * q, 8, u + i + 8 * q, k);
+      __m256i z[4];
+      __m256 xv[4];
+      if (cnt == 32) {
+        for (int q = 0; q < 4; ++q) xv[q] = _mm256_loadu_ps(x + i + 8 * q);
       } else {
         for (int q = 0; q < 4; ++q) {
           const uint64_t cq = cnt > uint64_t(8 * q) ? std::min<uint64_t>(8, cnt - 8 * q) : 0;
-          cd[q] = W ? codes8<false, PRE>(x + i + 8 * q, cq, u + i + 8 * q, k)
-                    : (c.s >= 32768 ? codes8<true, PRE>(x + i + 8 * q, cq, u + i + 8 * q, k)
-                                    : codes8<false, PRE>(x + i + 8 * q, cq, u + i + 8 * q, k));
+          xv[q] = load_n(x + i + 8 * q, cq);
         }
       }
+      if (W || c.s < 32768) {
+        for (int q = 0; q < 4; ++q) z[q] = zeta8<false, PRE, CLAMP>(xv[q], u + i + 8 * q, k);
+      } else {
+        for (int q = 0; q < 4; ++q) z[q] = zeta8<true, PRE, CLAMP>(xv[q], u + i + 8 * q, k);
+      }
       if (W) {
-        // 32 codes in element order as bytes (no pext/pdep: they are microcoded on Zen 1/2)
-        __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(cd[0], cd[1]), _mm256_packs_epi32(cd[2], cd[3]));
-        b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        const __m256i b = codes32(z, xv);
         uint8_t ob[32];
         if (W == 8) {
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(ob), b);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(ob), _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
         } else if (W == 4) {
-          const __m256i m = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x1001));  // c0 + 16 c1
-          const __m256i pk = _mm256_permute4x64_epi64(_mm256_packus_epi16(m, m), 0x08);
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(ob), _mm256_castsi256_si128(pk));
-        } else {  // W == 2
-          const __m256i m = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x0401));        // c0 + 4 c1
-          const __m256i m2 = _mm256_madd_epi16(m, _mm256_set1_epi32(0x00100001));       // + 16 (c2 + 4 c3)
-          const __m256i pk = _mm256_packus_epi16(_mm256_packus_epi32(m2, m2), _mm256_setzero_si256());
-          const uint32_t lo = uint32_t(_mm256_cvtsi256_si32(pk));
-          const uint32_t hi = uint32_t(_mm_cvtsi128_si32(_mm256_extracti128_si256(pk, 1)));
-          std::memcpy(ob, &lo, 4);
-          std::memcpy(ob + 4, &hi, 4);
+          // pairs of adjacent elements are adjacent bytes: c0 + 16 c1 as words, to bytes, then interleave the halves
+          const __m256i m = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x1001));
+          const __m256i pk = _mm256_packus_epi16(m, m);
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(ob),
+                           _mm_unpacklo_epi16(_mm256_castsi256_si128(pk), _mm256_extracti128_si256(pk, 1)));
+        } else {  // W == 2: four adjacent elements per byte
+          const __m256i m = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x0401));   // c0 + 4 c1
+          const __m256i m2 = _mm256_madd_epi16(m, _mm256_set1_epi32(0x00100001));  // + 16 (c2 + 4 c3), one byte per dword
+          const __m128i lh = _mm_or_si128(_mm256_castsi256_si128(m2), _mm_slli_epi32(_mm256_extracti128_si256(m2, 1), 8));
+          _mm_storel_epi64(reinterpret_cast<__m128i*>(ob), _mm_packus_epi32(lh, lh));
         }
         if (cnt == 32) std::memcpy(d, ob, 4 * W);
         else std::memcpy(d, ob, code_bytes(cnt, W));
         d += 4 * W;
       } else {
-        for (int q = 0; q < 4; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(cbuf + 8 * q), cd[q]);
+        for (int q = 0; q < 4; ++q) {
+          const __m256i nz = _mm256_cmpgt_epi32(z[q], _mm256_setzero_si256());
+          const __m256i sg = _mm256_srli_epi32(_mm256_and_si256(_mm256_castps_si256(xv[q]), nz), 31);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(cbuf + 8 * q), _mm256_or_si256(_mm256_slli_epi32(z[q], 1), sg));
+        }
         uint64_t acc = 0;
         unsigned nb = 0;
         uint8_t* o = d;
@@ -286,18 +308,20 @@ GZ_AVX2 void quant_bucket_avx2(const QCfg& c, uint64_t seed, const float* v, uin
 
 template <int W>
 GZ_AVX2 void enc_range_avx2(const QCfg& c, uint64_t seed, const float* x, uint64_t j0, uint64_t j1, uint8_t* payload) {
+  philox_detail::Sched ph;
+  philox_detail::sched_init(ph, seed);
   for (uint64_t j = j0; j < j1; ++j) {
     const uint64_t start = j * c.b, m = std::min(c.b, c.n - start);
     const float* v = x + start;
     uint8_t* dst = payload + j * c.stride;
-    // prefetch the bucket two ahead
+    // prefetch the bucket two ahead (inside the max pass)
+    const float* pf = nullptr;
+    uint64_t pm = 0;
     if (j + 2 < j1) {
-      const char* pf = reinterpret_cast<const char*>(x + (j + 2) * c.b);
-      const uint64_t pm = std::min<uint64_t>(c.b, c.n - (j + 2) * c.b);
-      const uint64_t bytes = std::min<uint64_t>(pm, 4096) * 4;
-      for (uint64_t o = 0; o < bytes; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+      pf = x + (j + 2) * c.b;
+      pm = std::min<uint64_t>(std::min<uint64_t>(c.b, c.n - (j + 2) * c.b), 4096);
     }
-    const uint32_t amax = amax_avx2(v, m);
+    const uint32_t amax = amax_avx2(v, m, pf, pm);
     if (amax >= 0x7F800000u) throw_nonfinite(j);
     float N;
     if (c.norm == NORM_LINF) N = u2f(amax);
@@ -311,9 +335,15 @@ GZ_AVX2 void enc_range_avx2(const QCfg& c, uint64_t seed, const float* x, uint64
     k.pre = pre != 1.f;
     k.r = _mm256_set1_ps(r65536);
     k.s = _mm256_set1_ps(s65536);
-    k.sv = _mm256_set1_epi32(int(c.s));
-    if (k.pre) quant_bucket_avx2<W, true>(c, seed, v, m, start, k, dst + 4);
-    else quant_bucket_avx2<W, false>(c, seed, v, m, start, k, dst + 4);
+    // No clamp needed when the largest element cannot exceed s (usual for l2 buckets; linf may round above)
+    const bool clamp = !((u2f(amax) * pre) * r65536 <= s65536);
+    if (k.pre) {
+      if (clamp) quant_bucket_avx2<W, true, true>(c, seed, ph, v, m, start, k, dst + 4);
+      else quant_bucket_avx2<W, true, false>(c, seed, ph, v, m, start, k, dst + 4);
+    } else {
+      if (clamp) quant_bucket_avx2<W, false, true>(c, seed, ph, v, m, start, k, dst + 4);
+      else quant_bucket_avx2<W, false, false>(c, seed, ph, v, m, start, k, dst + 4);
+    }
   }
 }
 

@@ -1,10 +1,15 @@
 // AVX2 Philox4x32-10, bit-identical to philox.h. Four blocks per 256-bit register with the 32-bit values in the
 // even 32-bit lanes, so _mm256_mul_epu32 yields the full 64-bit products (odd lanes hold don't-care bits that never
-// reach an even lane except through the intended >> 32). Sixteen blocks are interleaved per iteration.
+// reach an even lane except through the intended >> 32). GZ_PHILOX_G registers (4 blocks each) are interleaved.
+// The first two rounds are simplified: counter words 1 (j >> 32, constant over a batch that does not cross a 2^32
+// block boundary), 2 (the stream) and 3 (zero) are constants, so round 0 has one varying product, round 1 one varying
+// product and constant xors, round 2 one constant xor (the constants are computed once per batch with the scalar
+// rounds). The output goes out as four 128-bit stores per register (no vperm2i128: 8 µops on Zen 1).
 // Callers must check cpu_info().avx2 before calling.
 #pragma once
 #include <immintrin.h>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 
 #include "philox.h"
@@ -13,12 +18,12 @@ namespace gz {
 
 #define GZ_AVX2 __attribute__((target("avx2,bmi2,fma,f16c")))
 #ifndef GZ_PHILOX_G
-#define GZ_PHILOX_G 4
+#define GZ_PHILOX_G 2  // measured on the Zen 1 host: 2 registers hide the 6-cycle round latency; more spill
 #endif
-// High 32 bits of each 64-bit product into the even lane: optionally by a shuffle (odd lanes are don't-care) on the shuffle
-// port and leaves the shift/multiply ports to the multiplies.
+// High 32 bits of each 64-bit product into the even lane: by a shift (shift port) or a shuffle (odd lanes are
+// don't-care).
 #ifndef GZ_PHILOX_SHUF
-#define GZ_PHILOX_SHUF 0  // measured: the shift is faster on the Intel device host (2.07 vs 1.61 G el/s)
+#define GZ_PHILOX_SHUF 0
 #endif
 #if GZ_PHILOX_SHUF
 #define GZ_HI32(p) _mm256_shuffle_epi32((p), 0xB1)
@@ -26,58 +31,152 @@ namespace gz {
 #define GZ_HI32(p) _mm256_srli_epi64((p), 32)
 #endif
 
+namespace philox_detail {
+
+// Key schedule and the batch constants of the simplified first rounds.
+struct Sched {
+  __m256i K0[10], K1[10];
+  __m256i E0, E2, E3;  // round-1 xor into word 0, round-1 xor into word 2, round-2 xor into word 2
+  uint64_t jhi;  // the batch constants hold for this counter high word and stream_ (jhi = 2^64-1: not yet computed)
+  uint32_t stream_;
+};
+
+GZ_AVX2 inline void sched_init(Sched& s, uint64_t seed) {
+  s.jhi = ~uint64_t(0);
+  s.stream_ = 0;
+  const uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
+  for (int r = 0; r < 10; ++r) {
+    s.K0[r] = _mm256_set1_epi32(int(k0 + uint32_t(r) * 0x9E3779B9u));
+    s.K1[r] = _mm256_set1_epi32(int(k1 + uint32_t(r) * 0xBB67AE85u));
+  }
+}
+
+// Constants for counter high word jhi (stream `stream`): scalar rounds on the constant words.
+GZ_AVX2 inline void sched_batch(Sched& s, uint64_t seed, uint32_t jhi, uint32_t stream) {
+  if (s.jhi == jhi && s.stream_ == stream) return;
+  s.jhi = jhi;
+  s.stream_ = stream;
+  const uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
+  const uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
+  const uint32_t k0r1 = k0 + 0x9E3779B9u, k1r1 = k1 + 0xBB67AE85u, k1r2 = k1 + 2u * 0xBB67AE85u;
+  // round 0: c2 = stream, c3 = 0 -> p1 = M1 * stream; c0' = hi(p1) ^ jhi ^ k0, c1' = lo(p1)
+  const uint64_t p1 = uint64_t(M1) * stream;
+  const uint32_t c0r1 = uint32_t(p1 >> 32) ^ jhi ^ k0, c1r1 = uint32_t(p1);
+  // round 1: p0 = M0 * c0' (constant): c2'' = hi(p0) ^ c3' ^ k1r1, c3'' = lo(p0); c0'' = hi(p1') ^ c1' ^ k0r1
+  const uint64_t p0 = uint64_t(M0) * c0r1;
+  s.E0 = _mm256_set1_epi32(int(c1r1 ^ k0r1));
+  s.E2 = _mm256_set1_epi32(int(uint32_t(p0 >> 32) ^ k1r1));
+  // round 2: c2''' = hi(p0'') ^ c3'' ^ k1r2
+  s.E3 = _mm256_set1_epi32(int(uint32_t(p0) ^ k1r2));
+}
+
+// G registers of 4 blocks: counters jv[g] (64-bit lanes, low words used). Writes w0..w3 as c0..c3 (even lanes valid).
+template <int G>
+GZ_AVX2 inline void rounds(const Sched& s, const __m256i* jv, __m256i* c0, __m256i* c1, __m256i* c2, __m256i* c3) {
+  const __m256i M0 = _mm256_set1_epi32(int(0xD2511F53u)), M1 = _mm256_set1_epi32(int(0xCD9E8D57u));
+  // rounds 0 and 1 (see sched_batch): only word 2 / word 0 vary
+  for (int g = 0; g < G; ++g) {
+    const __m256i p0 = _mm256_mul_epu32(jv[g], M0);                       // round 0
+    const __m256i c2a = _mm256_xor_si256(GZ_HI32(p0), s.K1[0]);
+    const __m256i p1 = _mm256_mul_epu32(c2a, M1);                          // round 1
+    c0[g] = _mm256_xor_si256(GZ_HI32(p1), s.E0);
+    c1[g] = p1;
+    c2[g] = _mm256_xor_si256(p0, s.E2);  // c3' = lo(p0) in the even lane
+  }
+  // round 2: c3'' constant
+  for (int g = 0; g < G; ++g) {
+    const __m256i p0 = _mm256_mul_epu32(c0[g], M0);
+    const __m256i p1 = _mm256_mul_epu32(c2[g], M1);
+    const __m256i n0 = _mm256_xor_si256(GZ_HI32(p1), _mm256_xor_si256(c1[g], s.K0[2]));
+    const __m256i n2 = _mm256_xor_si256(GZ_HI32(p0), s.E3);
+    c0[g] = n0; c1[g] = p1; c2[g] = n2; c3[g] = p0;
+  }
+#pragma GCC unroll 7
+  for (int r = 3; r < 10; ++r) {
+    for (int g = 0; g < G; ++g) {
+      const __m256i p0 = _mm256_mul_epu32(c0[g], M0);
+      const __m256i p1 = _mm256_mul_epu32(c2[g], M1);
+      // (c ^ K) first: c is the previous round's product, so only one xor follows the multiply on the chain
+      const __m256i n0 = _mm256_xor_si256(GZ_HI32(p1), _mm256_xor_si256(c1[g], s.K0[r]));
+      const __m256i n2 = _mm256_xor_si256(GZ_HI32(p0), _mm256_xor_si256(c3[g], s.K1[r]));
+      c0[g] = n0; c1[g] = p1; c2[g] = n2; c3[g] = p0;
+    }
+  }
+}
+
+// Stores the 4 blocks of one register in block order (16 bytes each), optionally complemented.
+template <bool NOT>
+GZ_AVX2 inline void store4(uint32_t* out, __m256i c0, __m256i c1, __m256i c2, __m256i c3) {
+  __m256i A = _mm256_blend_epi32(c0, _mm256_slli_epi64(c1, 32), 0xAA);  // [w0 w1] per block
+  __m256i B = _mm256_blend_epi32(c2, _mm256_slli_epi64(c3, 32), 0xAA);  // [w2 w3]
+  if (NOT) {
+    const __m256i ones = _mm256_set1_epi32(-1);
+    A = _mm256_xor_si256(A, ones);
+    B = _mm256_xor_si256(B, ones);
+  }
+  const __m256i lo = _mm256_unpacklo_epi64(A, B);  // blocks 0, 2
+  const __m256i hi = _mm256_unpackhi_epi64(A, B);  // blocks 1, 3
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(lo));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4), _mm256_castsi256_si128(hi));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 8), _mm256_extracti128_si256(lo, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 12), _mm256_extracti128_si256(hi, 1));
+}
+
+// Blocks j0 .. j0+nblocks-1 with a schedule initialised by sched_init(s, seed) (reusable across calls, same seed).
+template <bool NOT>
+GZ_AVX2 inline void blocks_sched(Sched& s, uint64_t seed, uint64_t j0, uint64_t nblocks, uint32_t* out, uint32_t stream) {
+  constexpr uint64_t G = GZ_PHILOX_G;
+  uint64_t done = 0;
+  while (nblocks - done >= 4 * G) {
+    const uint64_t j = j0 + done;
+    // whole batches before the next counter-word-1 boundary (a batch across it goes to the scalar tail)
+    const uint64_t to_wrap = (uint64_t(1) << 32) - (j & 0xFFFFFFFFu);
+    const uint64_t iters = std::min(nblocks - done, to_wrap) / (4 * G);
+    if (iters == 0) break;
+    sched_batch(s, seed, uint32_t(j >> 32), stream);
+    __m256i jv[G];
+    for (uint64_t g = 0; g < G; ++g)
+      jv[g] = _mm256_add_epi64(_mm256_set1_epi64x(int64_t(j + 4 * g)), _mm256_setr_epi64x(0, 1, 2, 3));
+    const __m256i step = _mm256_set1_epi64x(int64_t(4 * G));
+    uint32_t* o = out + 4 * done;
+    for (uint64_t it = 0; it < iters; ++it, o += 16 * G) {
+      __m256i c0[G], c1[G], c2[G], c3[G];
+      rounds<int(G)>(s, jv, c0, c1, c2, c3);
+      for (uint64_t g = 0; g < G; ++g) {
+        store4<NOT>(o + 16 * g, c0[g], c1[g], c2[g], c3[g]);
+        jv[g] = _mm256_add_epi64(jv[g], step);
+      }
+    }
+    done += iters * 4 * G;
+  }
+  for (; done < nblocks; ++done) {
+    Philox4 w = philox_block(seed, j0 + done, stream);
+    if (NOT) for (int i = 0; i < 4; ++i) w.v[i] = ~w.v[i];
+    std::memcpy(out + 4 * done, w.v, 16);
+  }
+}
+
+template <bool NOT>
+GZ_AVX2 inline void blocks(uint64_t seed, uint64_t j0, uint64_t nblocks, uint32_t* out, uint32_t stream) {
+  Sched s;
+  sched_init(s, seed);
+  blocks_sched<NOT>(s, seed, j0, nblocks, out, stream);
+}
+
+}  // namespace philox_detail
+
 // Writes the four output words of blocks j0 .. j0+nblocks-1 (stream `stream`) to out[4*(j-j0) .. +3], in order.
 // Viewed as uint16_t, out holds the 16-bit uniforms of elements 8*j0 .. 8*(j0+nblocks)-1 in element order.
 GZ_AVX2 inline void philox_blocks_avx2(uint64_t seed, uint64_t j0, uint64_t nblocks, uint32_t* out,
                                        uint32_t stream = 0) {
-  const uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
-  __m256i K0[10], K1[10];
-  for (int r = 0; r < 10; ++r) {
-    K0[r] = _mm256_set1_epi32(int(k0 + uint32_t(r) * 0x9E3779B9u));
-    K1[r] = _mm256_set1_epi32(int(k1 + uint32_t(r) * 0xBB67AE85u));
-  }
-  const __m256i M0 = _mm256_set1_epi32(int(0xD2511F53u)), M1 = _mm256_set1_epi32(int(0xCD9E8D57u));
-  const __m256i S = _mm256_set1_epi32(int(stream));
-  constexpr uint64_t G = GZ_PHILOX_G;  // registers (of 4 blocks) interleaved
-  uint64_t done = 0;
-  while (nblocks - done >= 4 * G) {
-    __m256i c0[G], c1[G], c2[G], c3[G];
-    const uint64_t j = j0 + done;
-    for (uint64_t g = 0; g < G; ++g) {
-      const uint64_t jb = j + 4 * g;
-      // 64-bit lanes jb..jb+3: low word in the even lane, high word via >> 32.
-      __m256i jv = _mm256_add_epi64(_mm256_set1_epi64x(int64_t(jb)), _mm256_setr_epi64x(0, 1, 2, 3));
-      // round 0 with c2 = stream, c3 = 0: p1 = M1 * stream
-      __m256i p0 = _mm256_mul_epu32(jv, M0);
-      __m256i p1 = _mm256_mul_epu32(S, M1);
-      c0[g] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), _mm256_srli_epi64(jv, 32)), K0[0]);
-      c2[g] = _mm256_xor_si256(_mm256_srli_epi64(p0, 32), K1[0]);
-      c1[g] = p1;
-      c3[g] = p0;
-    }
-    for (int r = 1; r < 10; ++r) {
-      for (uint64_t g = 0; g < G; ++g) {
-        __m256i p0 = _mm256_mul_epu32(c0[g], M0);
-        __m256i p1 = _mm256_mul_epu32(c2[g], M1);
-        __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(GZ_HI32(p1), c1[g]), K0[r]);
-        __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(GZ_HI32(p0), c3[g]), K1[r]);
-        c0[g] = n0; c1[g] = p1; c2[g] = n2; c3[g] = p0;
-      }
-    }
-    for (uint64_t g = 0; g < G; ++g) {
-      __m256i A = _mm256_blend_epi32(c0[g], _mm256_slli_epi64(c1[g], 32), 0xAA);  // [w0 w1] per block
-      __m256i B = _mm256_blend_epi32(c2[g], _mm256_slli_epi64(c3[g], 32), 0xAA);  // [w2 w3]
-      __m256i lo = _mm256_unpacklo_epi64(A, B);  // blocks 0, 2
-      __m256i hi = _mm256_unpackhi_epi64(A, B);  // blocks 1, 3
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 4 * (done + 4 * g)), _mm256_permute2x128_si256(lo, hi, 0x20));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 4 * (done + 4 * g) + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
-    }
-    done += 4 * G;
-  }
-  for (; done < nblocks; ++done) {
-    Philox4 w = philox_block(seed, j0 + done, stream);
-    std::memcpy(out + 4 * done, w.v, 16);
-  }
+  philox_detail::blocks<false>(seed, j0, nblocks, out, stream);
+}
+
+// Same, every word complemented: viewed as uint16_t, out holds 65535 - u for each 16-bit uniform u (the qsgd
+// quantizer adds it: (t + 65535 - u) >> 16 = (t >> 16) + ((t & 0xFFFF) > u)).
+GZ_AVX2 inline void philox_blocks_not_avx2(uint64_t seed, uint64_t j0, uint64_t nblocks, uint32_t* out,
+                                           uint32_t stream = 0) {
+  philox_detail::blocks<true>(seed, j0, nblocks, out, stream);
 }
 
 }  // namespace gz
