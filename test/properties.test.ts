@@ -251,7 +251,7 @@ describe('round trip on arbitrary input and options', () => {
     );
   });
   it('randomk: |v_i| * n/k beyond FLT_MAX is rejected (NONFINITE) rather than decoded to +-Inf', () => {
-    // Minimal reproduction: randomk({ k: 1 }).compress(Float32Array.of(3e38, 0), { seed: 1 }) decodes to [Infinity, 0].
+    // Formerly failing: randomk({ k: 1 }).compress(Float32Array.of(3e38, 0), { seed: 1 }) decoded to [Infinity, 0].
     const v = Float32Array.of(3e38, 0);
     let d: Float32Array | undefined;
     try { d = decompress(randomk({ k: 1 }).compress(v, { seed: 1 })); } catch (e: any) {
@@ -384,7 +384,7 @@ describe('mutated packets', () => {
         outcomes++;
       }
     }
-    // A recomputed CRC lets a flipped exponent bit through: random-k then scales a huge (finite) value by n/k.
+    // A recomputed CRC lets a flipped exponent bit through: random-k once scaled such a huge value by n/k to Inf.
     expect([...new Set(failures)]).toEqual([]);
     expect(outcomes).toBeGreaterThan(1000);
   });
