@@ -70,7 +70,8 @@ GZ_AVX2 inline void sched_batch(Sched& s, uint64_t seed, uint32_t jhi, uint32_t 
   s.E3 = _mm256_set1_epi32(int(uint32_t(p0) ^ k1r2));
 }
 
-// G registers of 4 blocks: counters jv[g] (64-bit lanes, low words used). Writes w0..w3 as c0..c3 (even lanes valid).
+// G registers of 4 blocks: counters jv[g] (64-bit lanes, low words used). Rounds 0-8; c0..c3 = the state before the
+// last round (even lanes valid); store4 does round 9.
 template <int G>
 GZ_AVX2 inline void rounds(const Sched& s, const __m256i* jv, __m256i* c0, __m256i* c1, __m256i* c2, __m256i* c3) {
   const __m256i M0 = _mm256_set1_epi32(int(0xD2511F53u)), M1 = _mm256_set1_epi32(int(0xCD9E8D57u));
@@ -91,8 +92,8 @@ GZ_AVX2 inline void rounds(const Sched& s, const __m256i* jv, __m256i* c0, __m25
     const __m256i n2 = _mm256_xor_si256(GZ_HI32(p0), s.E3);
     c0[g] = n0; c1[g] = p1; c2[g] = n2; c3[g] = p0;
   }
-#pragma GCC unroll 7
-  for (int r = 3; r < 10; ++r) {
+#pragma GCC unroll 6
+  for (int r = 3; r < 9; ++r) {
     for (int g = 0; g < G; ++g) {
       const __m256i p0 = _mm256_mul_epu32(c0[g], M0);
       const __m256i p1 = _mm256_mul_epu32(c2[g], M1);
@@ -104,16 +105,17 @@ GZ_AVX2 inline void rounds(const Sched& s, const __m256i* jv, __m256i* c0, __m25
   }
 }
 
-// Stores the 4 blocks of one register in block order (16 bytes each), optionally complemented.
+// Round 9 and the store of the 4 blocks of one register in block order (16 bytes each), complemented when NOT.
+// The last products are used in place: a swap of the 32-bit halves puts hi in the even and lo in the odd lane, so
+// one xor with [c ^ K9 ^ N, N] (N = 0 or ~0) gives [w0 w1] (resp. [w2 w3]) directly. K0f/K1f = K[9] ^ N.
 template <bool NOT>
-GZ_AVX2 inline void store4(uint32_t* out, __m256i c0, __m256i c1, __m256i c2, __m256i c3) {
-  __m256i A = _mm256_blend_epi32(c0, _mm256_slli_epi64(c1, 32), 0xAA);  // [w0 w1] per block
-  __m256i B = _mm256_blend_epi32(c2, _mm256_slli_epi64(c3, 32), 0xAA);  // [w2 w3]
-  if (NOT) {
-    const __m256i ones = _mm256_set1_epi32(-1);
-    A = _mm256_xor_si256(A, ones);
-    B = _mm256_xor_si256(B, ones);
-  }
+GZ_AVX2 inline void store4(uint32_t* out, __m256i c0, __m256i c1, __m256i c2, __m256i c3, __m256i K0f, __m256i K1f) {
+  const __m256i M0 = _mm256_set1_epi32(int(0xD2511F53u)), M1 = _mm256_set1_epi32(int(0xCD9E8D57u));
+  const __m256i N = NOT ? _mm256_set1_epi32(-1) : _mm256_setzero_si256();
+  const __m256i p0 = _mm256_mul_epu32(c0, M0);
+  const __m256i p1 = _mm256_mul_epu32(c2, M1);
+  const __m256i A = _mm256_xor_si256(_mm256_shuffle_epi32(p1, 0xB1), _mm256_blend_epi32(_mm256_xor_si256(c1, K0f), N, 0xAA));
+  const __m256i B = _mm256_xor_si256(_mm256_shuffle_epi32(p0, 0xB1), _mm256_blend_epi32(_mm256_xor_si256(c3, K1f), N, 0xAA));
   const __m256i lo = _mm256_unpacklo_epi64(A, B);  // blocks 0, 2
   const __m256i hi = _mm256_unpackhi_epi64(A, B);  // blocks 1, 3
   _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(lo));
@@ -138,12 +140,14 @@ GZ_AVX2 inline void blocks_sched(Sched& s, uint64_t seed, uint64_t j0, uint64_t 
     for (uint64_t g = 0; g < G; ++g)
       jv[g] = _mm256_add_epi64(_mm256_set1_epi64x(int64_t(j + 4 * g)), _mm256_setr_epi64x(0, 1, 2, 3));
     const __m256i step = _mm256_set1_epi64x(int64_t(4 * G));
+    const __m256i N = NOT ? _mm256_set1_epi32(-1) : _mm256_setzero_si256();
+    const __m256i K0f = _mm256_xor_si256(s.K0[9], N), K1f = _mm256_xor_si256(s.K1[9], N);
     uint32_t* o = out + 4 * done;
     for (uint64_t it = 0; it < iters; ++it, o += 16 * G) {
       __m256i c0[G], c1[G], c2[G], c3[G];
       rounds<int(G)>(s, jv, c0, c1, c2, c3);
       for (uint64_t g = 0; g < G; ++g) {
-        store4<NOT>(o + 16 * g, c0[g], c1[g], c2[g], c3[g]);
+        store4<NOT>(o + 16 * g, c0[g], c1[g], c2[g], c3[g], K0f, K1f);
         jv[g] = _mm256_add_epi64(jv[g], step);
       }
     }
