@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_set>
 
 #include "core/gradzip.h"
 #include "cuda/gzcuda.h"
@@ -173,6 +174,13 @@ struct Job {
   explicit Job(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
 };
 
+class Stream;
+// Live streams, shut down by an environment cleanup hook before node tears the environment down: a stream's
+// worker thread and thread-safe function must not outlive the environment (a live Stream at process exit
+// aborted the process on the H100 otherwise).
+static std::mutex g_streams_mu;
+static std::unordered_set<Stream*> g_streams;
+
 class Stream : public Napi::ObjectWrap<Stream> {
  public:
   static Napi::FunctionReference ctor;
@@ -192,8 +200,19 @@ class Stream : public Napi::ObjectWrap<Stream> {
     tsfn_ = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "gradzip-cuda-stream", 0, 1);
     tsfn_.Unref(env);
     worker_ = std::thread([this] { Loop(); });
+    std::lock_guard<std::mutex> g(g_streams_mu);
+    g_streams.insert(this);
   }
   ~Stream() override { Shutdown(); }
+
+  static void ShutdownAll(void*) {
+    std::unordered_set<Stream*> live;
+    {
+      std::lock_guard<std::mutex> g(g_streams_mu);
+      live.swap(g_streams);
+    }
+    for (Stream* st : live) st->Shutdown();
+  }
 
   cudaStream_t stream() const { return st_; }
   gzc::OpResult* res() { return res_; }
@@ -262,6 +281,10 @@ class Stream : public Napi::ObjectWrap<Stream> {
   }
 
   void Shutdown() {
+    {
+      std::lock_guard<std::mutex> g(g_streams_mu);
+      g_streams.erase(this);
+    }
     if (worker_.joinable()) {
       {
         std::lock_guard<std::mutex> g(q_mu_);
@@ -549,6 +572,7 @@ Napi::Value HookRun(Napi::Env env, const Napi::Value& sv, bool async, std::funct
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  napi_add_env_cleanup_hook(env, &Stream::ShutdownAll, nullptr);
   exports.Set("DevBuf", DevBuf::Init(env));
   exports.Set("Stream", Stream::Init(env));
   exports.Set("encode", Napi::Function::New(env, Encode, "encode"));

@@ -81,15 +81,22 @@ test('broadcast (ncclBroadcast) keeps root bytes; barrier resolves; stats of one
   d.free(); f.free();
 });
 
-test('operations do not block the event loop (a setImmediate runs before a large allreduce settles)', { skip }, async () => {
+test('operations do not block the event loop (the call returns before the device work settles)', { skip }, async () => {
   const n = 1 << 24;
   const dx = cuda.DeviceArray.from(gaussian(n, 9));
   let ticked = false;
   setImmediate(() => { ticked = true; });
   const p = group.allreduce(dx, { compressor: gz.qsgd({ levels: 4 }), algorithm: 'allgather', seed: 1 });
-  assert.equal(ticked, false);
+  assert.equal(ticked, false);  // the call itself did not spin the event loop
+  // A synchronous implementation would hand back an already-settled promise, whose reaction runs within the
+  // next microtask turns; ours settles from the stream worker through a thread-safe function (a macrotask), so
+  // after draining the microtask queue it must still be pending. (Whether a setImmediate runs before it settles
+  // depends on how fast the H100 finishes, so that is not asserted.)
+  let settled = false;
+  p.then(() => { settled = true; }, () => { settled = true; });
+  for (let i = 0; i < 5; ++i) await null;
+  assert.equal(settled, false);
   await p;
-  assert.equal(ticked, true);
   dx.free();
 });
 
