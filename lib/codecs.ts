@@ -133,9 +133,10 @@ const ratio: Check = (name, v) => {
     throw new GradzipError('ERR_GRADZIP_INVALID_ARG', `${name} must be a number in (0, 1], got ${describe(v)}`);
   return v;
 };
-const positive: Check = (name, v) => {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || v > 1e6)
-    throw new GradzipError('ERR_GRADZIP_INVALID_ARG', `${name} must be a finite number in (0, 1e6], got ${describe(v)}`);
+// FORMAT 3.6: a given Weibull shape must lie in the fit's range [0.05, 20].
+const shapeRange: Check = (name, v) => {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0.05 || v > 20)
+    throw new GradzipError('ERR_GRADZIP_INVALID_ARG', `${name} must be a number in [0.05, 20], got ${describe(v)}`);
   return v;
 };
 
@@ -347,7 +348,7 @@ export function randomk(options?: RandomkOptions): Compressor<ResolvedRandomkOpt
 
 export type ResolvedNonuniformOptions = { levels: number; bucketSize: number; shape?: number } & CommonOptions;
 export function nonuniform(options?: NonuniformOptions): Compressor<ResolvedNonuniformOptions> {
-  const o = readOptions('nonuniform', options, { levels: int(1, 64), bucketSize: BUCKET, shape: positive });
+  const o = readOptions('nonuniform', options, { levels: int(1, 64), bucketSize: BUCKET, shape: shapeRange });
   const r: ResolvedNonuniformOptions = {
     levels: (o.levels as number | undefined) ?? 8,
     bucketSize: (o.bucketSize as number | undefined) ?? 512,
@@ -364,6 +365,11 @@ export function nonuniform(options?: NonuniformOptions): Compressor<ResolvedNonu
 // ---------------------------------------------------------------------------------------------------------
 // Decompression (any packet: the codec and its parameters travel in it).
 
+/** A device packet (from compress of a DeviceArray) or a device destination sends the call to the CUDA hook. */
+function deviceFor(packet: unknown, dst: unknown): DeviceHook | null {
+  if (dst !== undefined && !(dst instanceof Float32Array)) { const d = device(dst); if (d) return d; }
+  return packet instanceof Uint8Array ? null : device(packet);
+}
 function checkPacket(what: string, p: unknown): asserts p is Uint8Array {
   if (!(p instanceof Uint8Array)) invalid(`${what}: packet must be a Uint8Array, got ${describe(p)}`);
 }
@@ -374,24 +380,20 @@ function checkAlpha(alpha: unknown): number {
 
 /** Decodes a packet into a new Float32Array of n elements, or into `out` (exactly n elements). */
 export function decompress(packet: Uint8Array, out?: Float32Array, opts?: DecompressOptions): Float32Array {
+  const d = deviceFor(packet, out);
+  if (d?.decompress) return d.decompress(packet, out, opts) as Float32Array;
   checkPacket('decompress', packet);
-  if (out !== undefined && !(out instanceof Float32Array)) {
-    const d = device(out);
-    if (d?.decompress) return d.decompress(packet, out, opts) as Float32Array;
-    notFloat32('decompress: out', out);
-  }
+  if (out !== undefined && !(out instanceof Float32Array)) notFloat32('decompress: out', out);
   const o = readDecompressOptions(opts);
   try { return binding().decode(packet, out, o.threads, o.scalar); } catch (e) { throw convert(e); }
 }
 
 /** acc += alpha * decompress(packet), in float32 (multiply, then add), without a temporary. Returns acc. */
 export function decompressAdd(packet: Uint8Array, acc: Float32Array, alpha = 1, opts?: DecompressOptions): Float32Array {
+  const d = deviceFor(packet, acc);
+  if (d?.decompressAdd) return d.decompressAdd(packet, acc, checkAlpha(alpha), opts) as Float32Array;
   checkPacket('decompressAdd', packet);
-  if (!(acc instanceof Float32Array)) {
-    const d = device(acc);
-    if (d?.decompressAdd) return d.decompressAdd(packet, acc, checkAlpha(alpha), opts) as Float32Array;
-    notFloat32('decompressAdd: acc', acc);
-  }
+  if (!(acc instanceof Float32Array)) notFloat32('decompressAdd: acc', acc);
   checkAlpha(alpha);
   const o = readDecompressOptions(opts);
   try { return binding().decodeAdd(packet, acc, alpha, o.threads, o.scalar); } catch (e) { throw convert(e); }
@@ -399,12 +401,10 @@ export function decompressAdd(packet: Uint8Array, acc: Float32Array, alpha = 1, 
 
 export function decompressAsync(packet: Uint8Array, out?: Float32Array, opts?: DecompressOptions): Promise<Float32Array> {
   try {
+    const d = deviceFor(packet, out);
+    if (d?.decompressAsync) return d.decompressAsync(packet, out, opts) as Promise<Float32Array>;
     checkPacket('decompressAsync', packet);
-    if (out !== undefined && !(out instanceof Float32Array)) {
-      const d = device(out);
-      if (d?.decompressAsync) return d.decompressAsync(packet, out, opts) as Promise<Float32Array>;
-      notFloat32('decompressAsync: out', out);
-    }
+    if (out !== undefined && !(out instanceof Float32Array)) notFloat32('decompressAsync: out', out);
     const o = readDecompressOptions(opts);
     return binding().decodeAsync(packet, out, o.threads, o.scalar).then(undefined, (e) => { throw convert(e); });
   } catch (e) {
@@ -414,12 +414,10 @@ export function decompressAsync(packet: Uint8Array, out?: Float32Array, opts?: D
 
 export function decompressAddAsync(packet: Uint8Array, acc: Float32Array, alpha = 1, opts?: DecompressOptions): Promise<Float32Array> {
   try {
+    const d = deviceFor(packet, acc);
+    if (d?.decompressAddAsync) return d.decompressAddAsync(packet, acc, checkAlpha(alpha), opts) as Promise<Float32Array>;
     checkPacket('decompressAddAsync', packet);
-    if (!(acc instanceof Float32Array)) {
-      const d = device(acc);
-      if (d?.decompressAddAsync) return d.decompressAddAsync(packet, acc, checkAlpha(alpha), opts) as Promise<Float32Array>;
-      notFloat32('decompressAddAsync: acc', acc);
-    }
+    if (!(acc instanceof Float32Array)) notFloat32('decompressAddAsync: acc', acc);
     checkAlpha(alpha);
     const o = readDecompressOptions(opts);
     return binding().decodeAddAsync(packet, acc, alpha, o.threads, o.scalar).then(undefined, (e) => { throw convert(e); });

@@ -316,3 +316,10 @@ describe('errorFeedback misuse', () => {
     expect(code(() => ef.setResidual([1, 2] as unknown as Float32Array))).toBe('ERR_GRADZIP_INVALID_ARG');
   });
 });
+
+describe('nonuniform shape range', () => {
+  it('a given Weibull shape outside [0.05, 20] is rejected by the factory, inside it works', () => {
+    for (const shape of [0, 0.049, 20.5, -1, Number.NaN, Infinity]) expect(code(() => nonuniform({ shape }))).toBe('ERR_GRADZIP_INVALID_ARG');
+    for (const shape of [0.05, 0.7, 20]) expect(code(() => nonuniform({ shape }).compress(data(100, 1), { seed: 1 }))).toBe('no error');
+  });
+});

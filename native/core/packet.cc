@@ -418,7 +418,9 @@ void decode(const uint8_t* pkt, uint64_t len, float* out, uint64_t n, bool add, 
     case TERNGRAD: qsgd_fixed_decode(a); break;
     case ONEBIT: onebit_decode(a); break;
     case TOPK:
-      if (add) topk_validate(h);
+      // Always validated first (cheap: k entries): besides keeping acc untouched, this rejects index chunks whose
+      // ranges overlap before the chunk-parallel scatter, where two threads could otherwise write one element.
+      topk_validate(h);
       topk_decode(a);
       break;
     case RANDOMK: randomk_decode(a); break;
