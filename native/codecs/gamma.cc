@@ -25,15 +25,6 @@
 namespace gz {
 namespace {
 
-template <class F>
-inline void par_for(int threads, uint64_t count, F&& fn) {
-  if (threads <= 1 || count <= 1) {
-    for (uint64_t i = 0; i < count; ++i) fn(i);
-    return;
-  }
-  parallel_for(threads, count, std::function<void(uint64_t)>(fn));
-}
-
 struct Geom {
   uint64_t n;
   uint32_t b, s, E;

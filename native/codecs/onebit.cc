@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "core/bitio.h"
 #include "core/codec.h"
 #include "core/quant_ref.h"
 #include "core/simd_philox.h"  // GZ_AVX2
@@ -30,15 +31,6 @@ OCfg make_cfg(const Params& p, uint64_t n) {
   return c;
 }
 
-inline uint64_t ntasks_for(uint64_t B, uint64_t n, int threads) {
-  if (threads <= 1 || B <= 1) return 1;
-  uint64_t t = n / 32768 + 1;
-  if (t > 4096 * uint64_t(threads)) t = 4096 * uint64_t(threads);
-  return std::min(t, B);
-}
-
-inline void st_f32(uint8_t* p, float f) { uint32_t u = f2u(f); for (int i = 0; i < 4; ++i) p[i] = uint8_t(u >> (8 * i)); }
-inline float ld_f32(const uint8_t* p) { uint32_t u = 0; for (int i = 3; i >= 0; --i) u = (u << 8) | p[i]; return u2f(u); }
 
 [[noreturn]] void throw_nonfinite(uint64_t j) {
   throw Error(ErrCode::NONFINITE, "input contains NaN or Inf (bucket " + std::to_string(j) + ")");
@@ -49,8 +41,8 @@ void finish_bucket(uint64_t j, float sp, uint64_t cp, float sn, uint64_t cn, uin
   const float neg = cn ? sn / float(cn) : 0.f;
   if (!std::isfinite(pos) || !std::isfinite(neg))
     throw Error(ErrCode::NONFINITE, "onebit: bucket " + std::to_string(j) + " sum overflows float32");
-  st_f32(dst, pos);
-  st_f32(dst + 4, neg);
+  store_f32le(dst, pos);
+  store_f32le(dst + 4, neg);
 }
 
 void enc_bucket_scalar(const OCfg& c, const float* x, uint64_t j, uint8_t* dst) {
@@ -149,12 +141,12 @@ GZ_AVX2 void enc_range_avx2(const OCfg& c, const float* x, uint64_t j0, uint64_t
 }
 
 void check_buckets(const OCfg& c, const uint8_t* payload, int threads) {
-  const uint64_t T = ntasks_for(c.B, c.n, threads);
+  const uint64_t T = bucket_tasks(c.B, c.n, threads);
   parallel_for(threads, T, [&](uint64_t t) {
     const uint64_t j0 = c.B * t / T, j1 = c.B * (t + 1) / T;
     for (uint64_t j = j0; j < j1; ++j) {
       const uint8_t* p = payload + j * c.stride;
-      const uint32_t pb = f2u(ld_f32(p)), nb = f2u(ld_f32(p + 4));
+      const uint32_t pb = f2u(load_f32le(p)), nb = f2u(load_f32le(p + 4));
       if (pb >= 0x7F800000u)
         throw Error(ErrCode::CORRUPT, "corrupt packet: bucket " + std::to_string(j) + " positive mean is negative or not finite");
       if ((nb & 0x7FFFFFFFu) >= 0x7F800000u || (nb != 0 && nb < 0x80000000u))
@@ -170,7 +162,7 @@ void check_buckets(const OCfg& c, const uint8_t* payload, int threads) {
 void dec_bucket_scalar(const OCfg& c, const uint8_t* payload, uint64_t j, float* out, bool add, float alpha) {
   const uint8_t* p = payload + j * c.stride;
   const uint64_t start = j * c.b, m = std::min(c.b, c.n - start);
-  const float pos = ld_f32(p), neg = ld_f32(p + 4);
+  const float pos = load_f32le(p), neg = load_f32le(p + 4);
   for (uint64_t i = 0; i < m; ++i) {
     const float val = ((p[8 + i / 8] >> (i & 7)) & 1) ? neg : pos;
     if (!add) out[start + i] = val;
@@ -186,7 +178,7 @@ GZ_AVX2 void dec_range_avx2(const OCfg& c, const uint8_t* payload, uint64_t j0, 
   for (uint64_t j = j0; j < j1; ++j) {
     const uint8_t* p = payload + j * c.stride;
     const uint64_t start = j * c.b, m = std::min(c.b, c.n - start);
-    const __m256 pv = _mm256_set1_ps(ld_f32(p)), nv = _mm256_set1_ps(ld_f32(p + 4));
+    const __m256 pv = _mm256_set1_ps(load_f32le(p)), nv = _mm256_set1_ps(load_f32le(p + 4));
     const uint8_t* q = p + 8;
     float* o = out + start;
     uint64_t i = 0;
@@ -223,7 +215,7 @@ uint64_t onebit_encode(EncodeArgs& a) {
   const OCfg c = make_cfg(*a.p, a.n);
   const uint64_t bytes = onebit_payload_bytes(*a.p, a.n);
   if (bytes > a.cap) throw Error(ErrCode::INTERNAL, "onebit: payload capacity too small");
-  const uint64_t T = ntasks_for(c.B, c.n, a.threads);
+  const uint64_t T = bucket_tasks(c.B, c.n, a.threads);
   const bool scalar = a.scalar;
   parallel_for(a.threads, T, [&](uint64_t t) {
     const uint64_t j0 = c.B * t / T, j1 = c.B * (t + 1) / T;
@@ -240,7 +232,7 @@ void onebit_decode(const DecodeArgs& a) {
   if (h.payload_bytes != onebit_payload_bytes(h.p, h.n))
     throw Error(ErrCode::CORRUPT, "corrupt packet: onebit payload size mismatch");
   check_buckets(c, h.payload, a.threads);
-  const uint64_t T = ntasks_for(c.B, c.n, a.threads);
+  const uint64_t T = bucket_tasks(c.B, c.n, a.threads);
   parallel_for(a.threads, T, [&](uint64_t t) {
     const uint64_t j0 = c.B * t / T, j1 = c.B * (t + 1) / T;
     if (!a.scalar) {

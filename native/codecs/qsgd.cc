@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "core/bitio.h"
 #include "core/codec.h"
 #include "core/quant_ref.h"
 #include "core/simd_philox.h"
@@ -44,15 +45,6 @@ QCfg make_cfg(const Params& p, uint64_t n) {
   return c;
 }
 
-inline uint64_t ntasks_for(uint64_t B, uint64_t n, int threads) {
-  if (threads <= 1 || B <= 1) return 1;
-  uint64_t t = n / 32768 + 1;
-  if (t > 4096 * uint64_t(threads)) t = 4096 * uint64_t(threads);
-  return std::min(t, B);
-}
-
-inline void st_f32(uint8_t* p, float f) { uint32_t u = f2u(f); for (int i = 0; i < 4; ++i) p[i] = uint8_t(u >> (8 * i)); }
-inline float ld_f32(const uint8_t* p) { uint32_t u = 0; for (int i = 3; i >= 0; --i) u = (u << 8) | p[i]; return u2f(u); }
 
 [[noreturn]] void throw_nonfinite(uint64_t bucket) {
   throw Error(ErrCode::NONFINITE, "input contains NaN or Inf (bucket " + std::to_string(bucket) + ")");
@@ -70,7 +62,7 @@ void enc_bucket_scalar(const QCfg& c, uint64_t seed, const float* x, uint64_t j,
   if (amax >= 0x7F800000u) throw_nonfinite(j);
   const float N = c.norm == NORM_L2 ? ref::l2_norm(v, m) : ref::linf_norm(v, m);
   if (!(N <= 3.4028235e38f)) throw_norm_overflow(j);
-  st_f32(dst, N);
+  store_f32le(dst, N);
   float r65536, s65536, pre;
   ref::qsgd_bucket_consts(N, c.s, &r65536, &s65536, &pre);
   uint8_t* o = dst + 4;
@@ -327,7 +319,7 @@ GZ_AVX2 void enc_range_avx2(const QCfg& c, uint64_t seed, const float* x, uint64
     if (c.norm == NORM_LINF) N = u2f(amax);
     else N = amax ? l2_avx2(v, m, amax) : 0.f;
     if (!(N <= 3.4028235e38f)) throw_norm_overflow(j);
-    st_f32(dst, N);
+    store_f32le(dst, N);
     float r65536, s65536, pre;
     ref::qsgd_bucket_consts(N, c.s, &r65536, &s65536, &pre);
     QuantConsts k;
@@ -360,12 +352,12 @@ EncFn pick_enc(uint32_t W) {
 // ------------------------------------------------------------------------------------------ decoders
 // Scale and padding check of every bucket (before any output is written).
 void check_scales(const QCfg& c, const uint8_t* payload, int threads) {
-  const uint64_t T = ntasks_for(c.B, c.n, threads);
+  const uint64_t T = bucket_tasks(c.B, c.n, threads);
   parallel_for(threads, T, [&](uint64_t t) {
     const uint64_t j0 = c.B * t / T, j1 = c.B * (t + 1) / T;
     for (uint64_t j = j0; j < j1; ++j) {
       const uint8_t* p = payload + j * c.stride;
-      const uint32_t nb = f2u(ld_f32(p));
+      const uint32_t nb = f2u(load_f32le(p));
       if (nb >= 0x7F800000u)
         throw Error(ErrCode::CORRUPT, "corrupt packet: bucket " + std::to_string(j) + " scale is negative or not finite");
       const uint64_t m = std::min(c.b, c.n - j * c.b);
@@ -384,7 +376,7 @@ void check_scales(const QCfg& c, const uint8_t* payload, int threads) {
 void dec_bucket_scalar(const QCfg& c, const uint8_t* payload, uint64_t j, float* out, int mode, float alpha) {
   const uint8_t* p = payload + j * c.stride;
   const uint64_t start = j * c.b, m = std::min(c.b, c.n - start);
-  const float N = ld_f32(p);
+  const float N = load_f32le(p);
   const float w = N / float(c.s);
   const uint8_t* q = p + 4;
   uint64_t acc = 0;
@@ -430,7 +422,7 @@ GZ_AVX2 void dec_range_avx2(const QCfg& c, const uint8_t* payload, uint64_t j0, 
   for (uint64_t j = j0; j < j1; ++j) {
     const uint8_t* p = payload + j * c.stride;
     const uint64_t start = j * c.b, m = std::min(c.b, c.n - start);
-    const float N = ld_f32(p);
+    const float N = load_f32le(p);
     const __m256 wv = _mm256_set1_ps(N / float(c.s));
     const uint8_t* q = p + 4;
     float* o = out + start;
@@ -489,7 +481,7 @@ DecFn pick_dec(uint32_t W, int mode) {
 }
 
 void run_decode(const QCfg& c, const uint8_t* payload, float* out, int mode, float alpha, int threads, bool scalar) {
-  const uint64_t T = ntasks_for(c.B, c.n, threads);
+  const uint64_t T = bucket_tasks(c.B, c.n, threads);
   DecFn f = scalar ? nullptr : pick_dec(c.W, mode);
   parallel_for(threads, T, [&](uint64_t t) {
     const uint64_t j0 = c.B * t / T, j1 = c.B * (t + 1) / T;
@@ -513,7 +505,7 @@ uint64_t qsgd_fixed_encode(EncodeArgs& a) {
   const QCfg c = make_cfg(*a.p, n);
   const uint64_t bytes = qsgd_fixed_payload_bytes(*a.p, n);
   if (bytes > a.cap) throw Error(ErrCode::INTERNAL, "qsgd: payload capacity too small");
-  const uint64_t T = ntasks_for(c.B, n, a.threads);
+  const uint64_t T = bucket_tasks(c.B, n, a.threads);
   const EncFn f = a.scalar ? nullptr : pick_enc(c.W);
   const uint64_t seed = a.seed;
   const float* x = a.x;

@@ -28,15 +28,6 @@ namespace {
 
 constexpr uint64_t kTopkE = 4096;
 
-template <class F>
-inline void par_for(int threads, uint64_t count, F&& fn) {
-  if (threads <= 1 || count <= 1) {
-    for (uint64_t i = 0; i < count; ++i) fn(i);
-    return;
-  }
-  parallel_for(threads, count, std::function<void(uint64_t)>(fn));
-}
-
 bool has_avx2() { return cpu_info().avx2 && cpu_info().bmi2; }
 bool has_f16c() { return cpu_info().avx2 && cpu_info().f16c; }
 

@@ -13,6 +13,8 @@ inline uint64_t load_u64le(const uint8_t* p) { uint64_t v; std::memcpy(&v, p, 8)
 inline uint32_t load_u32le(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
 inline void store_u64le(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
 inline void store_u32le(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+inline float load_f32le(const uint8_t* p) { float f; std::memcpy(&f, p, 4); return f; }
+inline void store_f32le(uint8_t* p, float f) { std::memcpy(p, &f, 4); }
 
 inline int ctz64(uint64_t x) { return __builtin_ctzll(x); }    // x != 0 (tzcnt/bsf)
 inline int floor_log2_u64(uint64_t x) { return 63 - __builtin_clzll(x); }  // x != 0
