@@ -42,8 +42,9 @@ struct Sched {
 };
 
 GZ_AVX2 inline void sched_init(Sched& s, uint64_t seed) {
-  s.jhi = ~uint64_t(0);
+  s.jhi = ~uint64_t(0);  // never equal to a 32-bit jhi: the first sched_batch always computes E0/E2/E3
   s.stream_ = 0;
+  s.E0 = s.E2 = s.E3 = _mm256_setzero_si256();  // (set here only so the compiler can see they are initialised)
   const uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
   for (int r = 0; r < 10; ++r) {
     s.K0[r] = _mm256_set1_epi32(int(k0 + uint32_t(r) * 0x9E3779B9u));
