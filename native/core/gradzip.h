@@ -73,6 +73,13 @@ uint64_t encode(const Params& p, const float* x, uint64_t n, uint8_t* out, uint6
 
 // Parses and validates header, sizes, chunk table sums and CRC. Throws CORRUPT.
 Header parse(const uint8_t* pkt, uint64_t len);
+// The shared first half of parse(): the 48-byte header and the parameter block of a packet of `len` bytes, with
+// every size rule that needs no chunk table and no CRC. Reads only pkt[0, 48 + P) (P <= 12 + 4*65), after checking
+// 48 + P + 4 <= len, so pkt may hold just a packet's first min(len, 320) bytes (the CUDA path reads device packets
+// this way). The Header's pointers stay null. Throws CORRUPT.
+Header parse_header(const uint8_t* pkt, uint64_t len);
+// Fixed layouts (C = 0): payloadBytes equals the size computed from (n, bucketSize, params). Throws CORRUPT.
+void check_fixed_payload(const Header& h);
 
 // Decodes into out[0..n) (n must equal the header's n: INVALID_ARG otherwise).
 // add=false: out = v; add=true: out = out + alpha * v (multiply then add, no FMA).

@@ -266,7 +266,7 @@ uint64_t encode(const Params& pin, const float* x, uint64_t n, uint8_t* out, uin
   return body + 4;
 }
 
-Header parse(const uint8_t* pkt, uint64_t len) {
+Header parse_header(const uint8_t* pkt, uint64_t len) {
   Header h;
   if (!pkt && len) corrupt("null packet");
   if (len < kHeaderBytes + 4) corrupt("too short (" + std::to_string(len) + " bytes; a packet has at least 52)");
@@ -364,25 +364,36 @@ Header parse(const uint8_t* pkt, uint64_t len) {
     corrupt("length " + std::to_string(len) + " does not match the header (payloadBytes " +
             std::to_string(h.payload_bytes) + ")");
   h.total_bytes = len;
+  return h;
+}
+
+void check_fixed_payload(const Header& h) {
+  const Params& p = h.p;
+  uint64_t exact = 0;
+  switch (h.codec) {
+    case QSGD: exact = p.coding == CODING_FIXED ? qsgd_fixed_payload_bytes(p, h.n) : 0; break;
+    case TERNGRAD: exact = qsgd_fixed_payload_bytes(p, h.n); break;
+    case ONEBIT: exact = onebit_payload_bytes(p, h.n); break;
+    case RANDOMK: exact = randomk_payload_bytes(p, h.n); break;
+    case NONUNIFORM: exact = nonuniform_payload_bytes(p, h.n); break;
+    default: exact = 0;  // variable codings with n = 0, topk with k = 0
+  }
+  if (h.payload_bytes != exact)
+    corrupt("payload is " + std::to_string(h.payload_bytes) + " bytes, the layout needs " + std::to_string(exact));
+}
+
+Header parse(const uint8_t* pkt, uint64_t len) {
+  Header h = parse_header(pkt, len);
+  const uint32_t C = h.chunk_count;
   const uint32_t crc = ld32(pkt + len - 4);
   if (crc32c(pkt, len - 4) != crc) corrupt("CRC32C mismatch");
-  h.params = prm;
-  h.chunk_table = prm + Pexp;
+  h.params = pkt + kHeaderBytes;
+  h.chunk_table = h.params + h.param_bytes;
   h.payload = h.chunk_table + uint64_t(C) * 4;
-
+  const Params& p = h.p;
   // payload size rules
   if (C == 0) {
-    uint64_t exact = 0;
-    switch (h.codec) {
-      case QSGD: exact = p.coding == CODING_FIXED ? qsgd_fixed_payload_bytes(p, h.n) : 0; break;
-      case TERNGRAD: exact = qsgd_fixed_payload_bytes(p, h.n); break;
-      case ONEBIT: exact = onebit_payload_bytes(p, h.n); break;
-      case RANDOMK: exact = randomk_payload_bytes(p, h.n); break;
-      case NONUNIFORM: exact = nonuniform_payload_bytes(p, h.n); break;
-      default: exact = 0;  // variable codings with n = 0, topk with k = 0
-    }
-    if (h.payload_bytes != exact)
-      corrupt("payload is " + std::to_string(h.payload_bytes) + " bytes, the layout needs " + std::to_string(exact));
+    check_fixed_payload(h);
   } else {
     uint64_t sum = 0;
     for (uint32_t c = 0; c < C; ++c) sum += ld32(h.chunk_table + 4 * uint64_t(c));
