@@ -3,19 +3,10 @@
 import { describe, expect, it } from 'vitest';
 import * as gz from '../dist/cjs/index.js';
 import { philox4x32 } from '../dist/cjs/train/daqu.js';
+import { rngOpen as rng } from './rng';
 
 const { dataq, dataqBitBound, gradCorrQ, gradCorrQDecode, gradCorrIndex, gradCorrBound, LossThresholdSelector, GradzipError } = gz as any;
 
-function rng(seed: number): () => number {  // mulberry32
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-}
 function gaussBatch(n: number, seed: number, scale = 1): Float32Array {
   const r = rng(seed), x = new Float32Array(n);
   for (let i = 0; i < n; i++) x[i] = scale * Math.sqrt(-2 * Math.log(r())) * Math.cos(2 * Math.PI * r());

@@ -3,21 +3,12 @@
 // and levels carried in the packet, determinism, and hostile packets. Numbers: docs/NONUNIFORM.md.
 import { describe, expect, it } from 'vitest';
 import * as gz from '../dist/cjs/index.js';
+import { rngOpen as rng } from './rng';
 
 const { nonuniform, qsgd, decompress, decompressAdd, inspect, GradzipError } = gz as any;
 const F = Math.fround;
 
 // ---------- deterministic data ----------
-function rng(seed: number): () => number {  // mulberry32, uniform in (0, 1)
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-}
 function gaussians(n: number, seed: number): Float64Array {
   const r = rng(seed), g = new Float64Array(n);
   for (let i = 0; i < n; i += 2) {

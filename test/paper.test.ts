@@ -3,19 +3,10 @@
 // (The TinyScript figure lives in test/nonuniform.test.ts.)
 import { describe, expect, it } from 'vitest';
 import * as gz from '../dist/cjs/index.js';
+import { rng } from './rng';
 
 const { qsgd, errorFeedback, decompress, inspect } = gz as any;
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 function gaussian(n: number, seed: number): Float32Array {
   const r = rng(seed);
   const x = new Float32Array(n);

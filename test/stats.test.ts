@@ -18,6 +18,7 @@
 // variance is exactly the two-point variance): their mean over m coordinates is within 1 +- 6 sqrt(2/m).
 import { describe, expect, it } from 'vitest';
 import * as gz from '../dist/cjs/index.js';
+import { rng } from './rng';
 
 const { qsgd, terngrad, onebit, topk, randomk, nonuniform, errorFeedback, decompress } = gz as any;
 
@@ -26,16 +27,6 @@ const F = Math.fround;
 const U24 = 2 ** -24;
 
 // ---------- deterministic data ----------
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 function gaussian(n: number, seed: number, scale = 1): Float32Array {
   const r = rng(seed);
   const x = new Float32Array(n);

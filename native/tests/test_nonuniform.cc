@@ -19,20 +19,7 @@
 using namespace gz;
 namespace wb = gz::weibull;
 
-static int g_fail = 0, g_checks = 0;
-#define CHECK_MSG(cond, ...)                                                          \
-  do {                                                                                \
-    ++g_checks;                                                                       \
-    if (!(cond)) {                                                                    \
-      ++g_fail;                                                                       \
-      if (g_fail < 60) {                                                              \
-        std::fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond); \
-        std::fprintf(stderr, __VA_ARGS__);                                            \
-        std::fprintf(stderr, "\n");                                                   \
-      }                                                                               \
-    }                                                                                 \
-  } while (0)
-#define CHECK(cond) CHECK_MSG(cond, "%s", "")
+#include "counting_check.h"
 
 template <class F>
 static ErrCode code_of(F&& f) {

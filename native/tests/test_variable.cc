@@ -20,27 +20,7 @@
 
 using namespace gz;
 
-static int g_fail = 0, g_checks = 0;
-#define CHECK(cond)                                                                   \
-  do {                                                                                \
-    ++g_checks;                                                                       \
-    if (!(cond)) {                                                                    \
-      ++g_fail;                                                                       \
-      if (g_fail < 50) std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                                 \
-  } while (0)
-#define CHECK_MSG(cond, ...)                                                          \
-  do {                                                                                \
-    ++g_checks;                                                                       \
-    if (!(cond)) {                                                                    \
-      ++g_fail;                                                                       \
-      if (g_fail < 50) {                                                              \
-        std::fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond); \
-        std::fprintf(stderr, __VA_ARGS__);                                            \
-        std::fprintf(stderr, "\n");                                                   \
-      }                                                                               \
-    }                                                                                 \
-  } while (0)
+#include "counting_check.h"
 
 using Bytes = std::vector<uint8_t>;
 static uint32_t fbits(float f) { return ref::f2u(f); }
