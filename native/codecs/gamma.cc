@@ -13,6 +13,8 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "core/bitio.h"
@@ -563,167 +565,543 @@ void decode_chunk(const Geom& g, ChunkView ck, uint64_t c, float* out, float alp
   br.finish();
 }
 
-// ---------------------------------------------------------------- fast gamma decoder (s <= 7)
-// Stage 1 decodes a chunk's symbols k = 2*zeta + sign into bytes with a 12-bit peek table that yields up to six
-// whole symbols per lookup (an entry stops before an incomplete code or a zeta > s; such positions go to the
-// checked one-symbol path, which throws CORRUPT where the stream is bad). Four chunks are decoded in lockstep in
-// one thread: one stream is a chain of dependent shift -> load -> shift steps, four independent chains overlap.
-// Stage 2 maps the symbols of each bucket to floats through a per-bucket table val[k] = qsgd_value(w, k>>1, k&1)
-// (the same float operations as the scalar path).
+// ---------------------------------------------------------------- fast decoders (s <= 7, both codings)
+// A task decodes kGroup consecutive chunks, four at a time, in two stages.
+// Stage 1 writes the symbols k = 2*zeta + sign (k <= 15) of each chunk's elements as bytes into its own region of
+// a scratch buffer. The four chunks are decoded in lockstep in one thread: one stream is a chain of dependent
+// load -> shift -> table load -> add steps, four independent chains overlap. Each stream's state is a bit pointer
+// (byte address * 8 + bit) and an output pointer, kept in registers; the steps run in batches whose length is
+// bounded so that no table step can load past its chunk or store past its region's slack, so the steps carry no
+// bounds checks; near a chunk's end, and for every code the tables do not resolve (long codes, and all corrupt
+// codes), the checked one-code path (BitReader) takes over and throws CORRUPT where the stream is bad.
+//  gamma:  a 12-bit peek table gives up to eight whole symbols per lookup (an entry stops before an incomplete code
+//          or a zeta > s; an entry with no symbol only occurs at a corrupt code, and stops its stream).
+//  sparse: the region is zeroed, then a 12-bit peek table gives one whole (run, zeta, sign) triple per lookup
+//          (runs <= 30); the symbol is stored after the run. Runs past the bucket end are checked once per batch
+//          (the output pointer only grows; the slack absorbs a corrupt batch's overrun before it throws).
+// Stage 2 maps each bucket's symbols to floats through val[k] = qsgd_value(w, k >> 1, k & 1) (decode-add: alpha *
+// val[k], then out + that: the same float operations as the scalar path): 16 symbols per four pshufb of the
+// table's byte planes and eight unpacks; large plain decodes use non-temporal stores (256-bit where two 16-byte
+// halves make an aligned 32-byte block).
+// Decode-add validates every chunk (stage 1 of all chunks) before any store to acc, as the scalar path does.
 
 constexpr int kPeek = 12;
+constexpr uint64_t kPeekMask = (1u << kPeek) - 1;
 constexpr uint64_t kFastMaxE = 1 << 16;  // larger chunks use the generic decoder
+constexpr uint64_t kBatch = 64;          // max table steps per batch (sparse slack: kBatch * 31 bytes)
+constexpr uint64_t kSlack = kBatch * 32 + 64;
 
-struct SymTab {
-  uint64_t e[1 << kPeek];  // bytes 0..5 symbols, byte 6 count, byte 7 bits consumed
+// gamma: up to eight symbols (bytes), their count and the bits they take (0 and 0: the code at the peek is corrupt).
+struct GamTab {
+  uint64_t sym[1 << kPeek];
+  uint8_t cnt[1 << kPeek];
+  uint8_t bits[1 << kPeek];
+};
+// sparse: (r + 1) | k << 8 | bits << 16; 0 = not resolved.
+struct SpTab {
+  uint32_t e[1 << kPeek];
 };
 
-const SymTab* sym_tab(uint32_t s) {
-  static SymTab* tabs = [] {
-    SymTab* t = new SymTab[8];
-    for (uint32_t ss = 1; ss <= 7; ++ss)
-      for (uint32_t w = 0; w < (1u << kPeek); ++w) {
-        uint64_t e = 0;
-        int pos = 0, ns = 0;
-        while (ns < 6) {
-          const uint32_t rest = w >> pos;
-          const int avail = kPeek - pos;
-          if (avail <= 0 || rest == 0) break;
-          const int N = __builtin_ctz(rest);
-          int len = 2 * N + 1;
-          if (len > avail) break;
-          const uint32_t x = ((rest >> (N + 1)) & ((1u << N) - 1)) | (1u << N);
-          const uint32_t z = x - 1;
-          if (z > ss) break;
-          uint32_t sg = 0;
-          if (z) {
-            if (len + 1 > avail) break;
-            sg = (rest >> len) & 1;
-            ++len;
-          }
-          e |= uint64_t(2 * z + sg) << (8 * ns);
-          ++ns;
-          pos += len;
-        }
-        t[ss].e[w] = e | (uint64_t(ns) << 48) | (uint64_t(pos) << 56);
+GamTab* build_gamma_dtab(uint32_t s) {
+  GamTab* t = new GamTab;
+  for (uint32_t w = 0; w < (1u << kPeek); ++w) {
+    uint64_t e = 0;
+    int pos = 0, ns = 0;
+    while (ns < 8) {
+      const uint32_t rest = w >> pos;
+      const int avail = kPeek - pos;
+      if (avail <= 0 || rest == 0) break;
+      const int N = __builtin_ctz(rest);
+      int len = 2 * N + 1;
+      if (len > avail) break;
+      const uint32_t x = ((rest >> (N + 1)) & ((1u << N) - 1)) | (1u << N);
+      const uint32_t z = x - 1;
+      if (z > s) break;
+      uint32_t sg = 0;
+      if (z) {
+        if (len + 1 > avail) break;
+        sg = (rest >> len) & 1;
+        ++len;
       }
-    return t;
-  }();
-  return &tabs[s];
+      e |= uint64_t(2 * z + sg) << (8 * ns);
+      ++ns;
+      pos += len;
+    }
+    t->sym[w] = e;
+    t->cnt[w] = uint8_t(ns);
+    t->bits[w] = uint8_t(pos);
+  }
+  return t;
 }
 
-struct SymStream {
-  const uint8_t* p;
-  uint64_t nbytes, pos, endb;
-  uint8_t* k;
-  uint64_t cnt, M;
+SpTab* build_sparse_dtab(uint32_t s) {
+  SpTab* t = new SpTab;
+  for (uint32_t w = 0; w < (1u << kPeek); ++w) {
+    uint32_t e = 0;
+    const int N1 = w ? __builtin_ctz(w) : 32;
+    const int l1 = 2 * N1 + 1;
+    if (l1 + 2 <= kPeek) {
+      const uint32_t r1 = ((w >> (N1 + 1)) & ((1u << N1) - 1)) | (1u << N1);  // r + 1
+      const uint32_t w2 = w >> l1;
+      const int N2 = w2 ? __builtin_ctz(w2) : 32;
+      const int l2 = 2 * N2 + 1;
+      if (l1 + l2 + 1 <= kPeek) {
+        const uint32_t z = ((w2 >> (N2 + 1)) & ((1u << N2) - 1)) | (1u << N2);
+        const uint32_t sg = (w2 >> l2) & 1;
+        if (z <= s) e = r1 | ((2 * z + sg) << 8) | (uint32_t(l1 + l2 + 1) << 16);
+      }
+    }
+    t->e[w] = e;
+  }
+  return t;
+}
+
+const GamTab& gamma_dtab(uint32_t s) {
+  static GamTab* tabs[8];
+  static std::once_flag once[8];
+  std::call_once(once[s], [s] { tabs[s] = build_gamma_dtab(s); });
+  return *tabs[s];
+}
+const SpTab& sparse_dtab(uint32_t s) {
+  static SpTab* tabs[8];
+  static std::once_flag once[8];
+  std::call_once(once[s], [s] { tabs[s] = build_sparse_dtab(s); });
+  return *tabs[s];
+}
+
+inline uint64_t peek_abs(uint64_t bp) {
+  return load_u64le(reinterpret_cast<const uint8_t*>(uintptr_t(bp >> 3))) >> (bp & 7);
+}
+
+// One stream (chunk) of stage 1.
+struct Stream {
+  const uint8_t* base;  // bit stream
+  uint64_t nbytes;
+  uint64_t bp;          // bit pointer: address * 8 + bit
+  uint64_t blim;        // a table step may load 8 bytes at bp when bp <= blim
+  uint64_t bend_bits;   // bit pointer of the stream's end
+  bool fast;            // nbytes >= 8 (blim valid)
+  uint8_t* k0;          // region: symbols of the chunk's elements
+  uint8_t* kp;          // next symbol (gamma) / next element (sparse)
+  uint8_t* kend;        // k0 + M
+  // sparse
+  uint8_t* bend;        // end of the current bucket
+  uint64_t left;        // triples left in the current bucket
+  uint64_t bi, nb, b;   // current bucket, bucket count, bucket size
+  int maxN_r;
+  bool done;
 };
 
-inline bool fast_ok(const SymStream& st) { return st.M - st.cnt >= 6 && (st.pos >> 3) + 8 <= st.nbytes; }
+void stream_init(Stream& st, const uint8_t* p, uint64_t len, uint8_t* k0, uint64_t M) {
+  st.base = p;
+  st.nbytes = len;
+  st.bp = uint64_t(uintptr_t(p)) * 8;
+  st.fast = len >= 8;
+  // a step at bp loads bytes [bp >> 3, (bp >> 3) + 8): bp <= 8 * (base + len - 8) + 7
+  st.blim = st.fast ? uint64_t(uintptr_t(p + len - 8)) * 8 + 7 : 0;
+  st.bend_bits = uint64_t(uintptr_t(p + len)) * 8;
+  st.k0 = st.kp = k0;
+  st.kend = k0 + M;
+  st.done = false;
+}
 
-// One symbol, fully checked (any position of the stream).
-inline void slow_one(SymStream& st, uint32_t s, int maxN) {
-  BitReader br(st.p, st.nbytes);
-  br.pos = st.pos;
+// The next bits at bp (zeros past the stream's end), for the checked paths: a table step taken on them must
+// then check bp <= bend_bits (a code that ends past the stream is corrupt, as the scalar reader finds).
+inline uint64_t peek_checked(const Stream& st) {
+  if (st.fast && st.bp <= st.blim) return peek_abs(st.bp);
+  const uint64_t pos = st.bp - uint64_t(uintptr_t(st.base)) * 8, byte = pos >> 3;
+  uint64_t w = 0;
+  if (byte < st.nbytes) std::memcpy(&w, st.base + byte, size_t(std::min<uint64_t>(8, st.nbytes - byte)));
+  return w >> (pos & 7);
+}
+
+inline BitReader reader_at(const Stream& st) {
+  BitReader br(st.base, st.nbytes);
+  br.pos = st.bp - uint64_t(uintptr_t(st.base)) * 8;
+  return br;
+}
+
+void stream_finish(Stream& st) {
+  const BitReader br = reader_at(st);
+  br.finish();
+  st.done = true;
+}
+
+// ---- gamma stage 1
+
+// One symbol, fully checked.
+void gamma_slow_one(Stream& st, uint32_t s, int maxN) {
+  BitReader br = reader_at(st);
   const uint64_t z = br.get_gamma(maxN) - 1;
   if (z > s) corrupt("level above s");
   const uint32_t sg = z ? br.get_bit() : 0u;
-  st.k[st.cnt++] = uint8_t(2 * z + sg);
-  st.pos = br.pos;
+  *st.kp++ = uint8_t(2 * z + sg);
+  st.bp = uint64_t(uintptr_t(st.base)) * 8 + br.pos;
 }
 
-inline void fast_step(SymStream& st, const SymTab& T, uint32_t s, int maxN) {
-  const uint64_t w = load_u64le(st.p + (st.pos >> 3)) >> (st.pos & 7);
-  const uint64_t e = T.e[w & ((1u << kPeek) - 1)];
-  const uint64_t ns = (e >> 48) & 0xFF;
-  if (__builtin_expect(ns == 0, 0)) { slow_one(st, s, maxN); return; }
-  store_u64le(st.k + st.cnt, e);  // 8 bytes: the two past the symbols are overwritten later (slack >= 8)
-  st.cnt += ns;
-  st.pos += e >> 56;
-}
-
-inline void finish_stream(SymStream& st, const SymTab& T, uint32_t s, int maxN) {
-  while (st.cnt < st.M) {
-    if (fast_ok(st)) fast_step(st, T, s, maxN);
-    else slow_one(st, s, maxN);
+// The rest of a stream, every step checked.
+void gamma_finish(Stream& st, const GamTab& T, uint32_t s, int maxN) {
+  while (st.kp < st.kend) {
+    const uint64_t x = peek_checked(st) & kPeekMask;
+    const uint64_t e = T.sym[x], cnt = T.cnt[x];
+    if (__builtin_expect(cnt == 0, 0)) { gamma_slow_one(st, s, maxN); continue; }  // corrupt: throws
+    st.bp += T.bits[x];
+    if (st.bp > st.bend_bits) corrupt("bit stream read past the end of its chunk");
+    if (st.kend - st.kp >= 8) {
+      store_u64le(st.kp, e);
+    } else {  // regions may be adjacent: no byte past kend
+      if (cnt > uint64_t(st.kend - st.kp)) corrupt("more codes than elements in a chunk");
+      std::memcpy(st.kp, &e, size_t(cnt));
+    }
+    st.kp += cnt;
   }
-  BitReader br(st.p, st.nbytes);
-  br.pos = st.pos;
-  br.finish();
+  stream_finish(st);
 }
 
-// Decodes the symbols of NS chunks in lockstep.
+// Table steps that stay inside the stream and the region for a stream: at most (blim - bp) / 12 + 1 by bits
+// (12 bits per step at most), (kend - 8 - kp) / 8 + 1 by symbols (every 8-byte store stays inside the region).
+inline uint64_t gamma_room(const Stream& st) {
+  if (!st.fast || st.bp > st.blim || st.kend - st.kp < 8) return 0;
+  return std::min<uint64_t>((st.blim - st.bp) / 12 + 1, uint64_t(st.kend - 8 - st.kp) / 8 + 1);
+}
+
+// Runs the NS streams in lockstep until one has fewer than kMinRoom steps of room or stops advancing.
+constexpr uint64_t kMinRoom = 4;
 template <int NS>
-void decode_syms(SymStream* st, const SymTab& T, uint32_t s, int maxN) {
+void gamma_lockstep(Stream** sp, const GamTab& T) {
+  uint64_t bp[NS];
+  uint8_t* kp[NS];
+  for (int i = 0; i < NS; ++i) { bp[i] = sp[i]->bp; kp[i] = sp[i]->kp; }
   for (;;) {
-    bool ok = true;
-    for (int i = 0; i < NS; ++i) ok &= fast_ok(st[i]);
-    if (!ok) break;
-    for (int i = 0; i < NS; ++i) fast_step(st[i], T, s, maxN);
-  }
-  for (int i = 0; i < NS; ++i) finish_stream(st[i], T, s, maxN);
-}
-
-// Stage 2 for one chunk: symbols -> floats.
-template <bool ADD>
-void syms_to_floats(const Geom& g, const uint8_t* scales, uint64_t c, const uint8_t* k, float* out, float alpha,
-                    const float* lut_scales_checked) {
-  (void)scales;
-  const uint64_t lo = c * g.E, hi = std::min(g.n, lo + g.E);
-  const uint64_t nb = (hi - lo + g.b - 1) / g.b;
-  for (uint64_t bi = 0; bi < nb; ++bi) {
-    const uint64_t b0 = lo + bi * g.b, m = std::min<uint64_t>(g.b, hi - b0);
-    const float w = lut_scales_checked[bi];
-    float lut[16];
-    for (uint32_t q = 0; q < 16; ++q) lut[q] = ref::qsgd_value(w, q >> 1, q & 1);
-    const uint8_t* kb = k + (b0 - lo);
-    float* o = out + b0;
-    if (ADD) {
-      for (uint64_t i = 0; i < m; ++i) o[i] = o[i] + alpha * lut[kb[i] & 15];
-    } else {
-      for (uint64_t i = 0; i < m; ++i) o[i] = lut[kb[i] & 15];
+    uint64_t K = kBatch;
+    for (int i = 0; i < NS; ++i) {
+      sp[i]->bp = bp[i];
+      sp[i]->kp = kp[i];
+      K = std::min(K, gamma_room(*sp[i]));
+    }
+    if (K < kMinRoom) return;
+    uint64_t b0[NS];
+    for (int i = 0; i < NS; ++i) b0[i] = bp[i];
+    for (uint64_t t = 0; t < K; ++t) {
+#pragma GCC unroll 4
+      for (int i = 0; i < NS; ++i) {
+        const uint64_t x = peek_abs(bp[i]) & kPeekMask;
+        store_u64le(kp[i], T.sym[x]);
+        kp[i] += T.cnt[x];
+        bp[i] += T.bits[x];
+      }
+    }
+    bool stuck = false;
+    for (int i = 0; i < NS; ++i) stuck |= bp[i] == b0[i];
+    if (stuck) {  // a code the table does not resolve (corrupt): the checked path throws
+      for (int i = 0; i < NS; ++i) { sp[i]->bp = bp[i]; sp[i]->kp = kp[i]; }
+      return;
     }
   }
 }
 
-// Fast path over the chunks [c0, c1): validates everything; STORE writes (ADD: out += alpha * v).
-template <bool STORE, bool ADD>
-void fast_gamma_chunks(const Geom& g, const Header& h, const std::vector<uint64_t>& off, uint64_t c0, uint64_t c1,
-                       float* out, float alpha) {
-  static thread_local std::vector<uint8_t> kbuf;
-  static thread_local std::vector<float> wbuf;
-  const uint64_t stride = g.E + 16;
-  if (kbuf.size() < 4 * stride) kbuf.resize(size_t(4 * stride));
-  const uint64_t nbmax = (g.E + g.b - 1) / g.b;
-  if (wbuf.size() < 4 * nbmax) wbuf.resize(size_t(4 * nbmax));
-  const SymTab& T = *sym_tab(g.s);
-  const int maxN = floor_log2_u64(uint64_t(g.s) + 1);
+void gamma_streams(Stream* st, int ns, const GamTab& T, uint32_t s, int maxN) {
+  Stream* act[4];
+  int na = 0;
+  for (int i = 0; i < ns; ++i) act[na++] = &st[i];
+  while (na > 0) {
+    if (na == 4) gamma_lockstep<4>(act, T);
+    else if (na == 3) gamma_lockstep<3>(act, T);
+    else if (na == 2) gamma_lockstep<2>(act, T);
+    else gamma_lockstep<1>(act, T);
+    // finish the streams near their end or stuck (at least one)
+    int j = 0;
+    bool any = false;
+    for (int i = 0; i < na; ++i) {
+      Stream& x = *act[i];
+      bool fin = gamma_room(x) < kMinRoom;
+      if (!fin && T.cnt[peek_abs(x.bp) & kPeekMask] == 0) fin = true;
+      if (fin) { gamma_finish(x, T, s, maxN); any = true; }
+      else act[j++] = act[i];
+    }
+    if (!any) { gamma_finish(*act[0], T, s, maxN); for (int i = 1; i < j; ++i) act[i - 1] = act[i]; --j; }
+    na = j;
+  }
+}
+
+// ---- sparse stage 1
+
+struct Triple {
+  uint64_t r1k;  // (r + 1) | k << 32
+  uint64_t bp;
+};
+
+// One (run, zeta, sign) triple, fully checked (bits); the run is checked by the caller.
+Triple sparse_slow_triple(const Stream& st, uint32_t s, int maxN_z) {
+  BitReader br = reader_at(st);
+  const uint64_t r = br.get_gamma(st.maxN_r) - 1;
+  const uint64_t z = br.get_gamma(maxN_z);
+  const uint32_t sg = br.get_bit();
+  if (z > s) corrupt("level above s");
+  return Triple{(r + 1) | (uint64_t(2 * z + sg) << 32), uint64_t(uintptr_t(st.base)) * 8 + br.pos};
+}
+
+inline void put_triple(uint8_t*& kp, const uint8_t* bend, uint64_t r1, uint8_t k) {
+  if (kp >= bend || r1 > uint64_t(bend - kp)) corrupt("zero run past the bucket end");
+  kp += r1;
+  kp[-1] = k;
+}
+
+// Moves a stream whose bucket is complete (left == 0) to the next bucket with triples (reading nnz), or to its end.
+void sparse_next_bucket(Stream& st) {
+  while (st.left == 0) {
+    if (st.kp > st.bend) corrupt("zero run past the bucket end");
+    if (++st.bi == st.nb) { stream_finish(st); return; }
+    const uint64_t m = std::min<uint64_t>(st.b, uint64_t(st.kend - st.k0) - st.bi * st.b);
+    BitReader br = reader_at(st);
+    const uint64_t nnz = br.get_gamma(floor_log2_u64(m + 1)) - 1;
+    if (nnz > m) corrupt("non-zero count larger than the bucket");
+    st.bp = uint64_t(uintptr_t(st.base)) * 8 + br.pos;
+    st.kp = st.k0 + st.bi * st.b;
+    st.bend = st.kp + m;
+    st.left = nnz;
+    st.maxN_r = floor_log2_u64(m);
+  }
+}
+
+void sparse_start(Stream& st, uint64_t b) {
+  st.b = b;
+  st.nb = (uint64_t(st.kend - st.k0) + b - 1) / b;
+  st.bi = ~uint64_t(0);
+  st.left = 0;
+  st.bend = st.kp;
+  sparse_next_bucket(st);
+}
+
+// The rest of a stream, every step checked.
+void sparse_finish(Stream& st, const SpTab& T, uint32_t s, int maxN_z) {
+  while (!st.done) {
+    const uint32_t e = T.e[peek_checked(st) & kPeekMask];
+    if (e) {
+      st.bp += e >> 16;
+      if (st.bp > st.bend_bits) corrupt("bit stream read past the end of its chunk");
+      put_triple(st.kp, st.bend, e & 0xFF, uint8_t(e >> 8));
+    } else {
+      const Triple t = sparse_slow_triple(st, s, maxN_z);
+      put_triple(st.kp, st.bend, uint32_t(t.r1k), uint8_t(t.r1k >> 32));
+      st.bp = t.bp;
+    }
+    --st.left;
+    sparse_next_bucket(st);
+  }
+}
+
+inline uint64_t sparse_room(const Stream& st) {
+  if (st.done || !st.fast || st.bp > st.blim) return 0;
+  return std::min<uint64_t>((st.blim - st.bp) / 12 + 1, st.left);
+}
+
+// Lockstep batches while every stream has room; returns when one needs the checked path or a new bucket.
+template <int NS>
+void sparse_lockstep(Stream** sp, const SpTab& T, uint32_t s, int maxN_z) {
+  for (;;) {
+    uint64_t K = kBatch;
+    for (int i = 0; i < NS; ++i) K = std::min(K, sparse_room(*sp[i]));
+    if (K == 0) return;
+    uint64_t bp[NS];
+    uint8_t* kp[NS];
+    for (int i = 0; i < NS; ++i) { bp[i] = sp[i]->bp; kp[i] = sp[i]->kp; }
+    uint64_t t = 0;
+    bool miss = false;
+    for (; t < K && !miss; ++t) {
+#pragma GCC unroll 4
+      for (int i = 0; i < NS; ++i) {
+        const uint32_t e = T.e[peek_abs(bp[i]) & kPeekMask];
+        if (__builtin_expect(e == 0, 0)) {
+          sp[i]->bp = bp[i];
+          sp[i]->kp = kp[i];
+          const Triple tr = sparse_slow_triple(*sp[i], s, maxN_z);
+          put_triple(kp[i], sp[i]->bend, uint32_t(tr.r1k), uint8_t(tr.r1k >> 32));
+          bp[i] = tr.bp;
+          miss = true;
+          continue;
+        }
+        kp[i] += e & 0xFF;
+        kp[i][-1] = uint8_t(e >> 8);
+        bp[i] += e >> 16;
+      }
+    }
+    for (int i = 0; i < NS; ++i) {
+      sp[i]->bp = bp[i];
+      sp[i]->kp = kp[i];
+      if (kp[i] > sp[i]->bend) corrupt("zero run past the bucket end");
+      sp[i]->left -= t;
+    }
+  }
+}
+
+void sparse_streams(Stream* st, int ns, const SpTab& T, uint32_t s, int maxN_z) {
+  Stream* act[4];
+  int na = 0;
+  for (int i = 0; i < ns; ++i) act[na++] = &st[i];
+  while (na > 0) {
+    if (na == 4) sparse_lockstep<4>(act, T, s, maxN_z);
+    else if (na == 3) sparse_lockstep<3>(act, T, s, maxN_z);
+    else if (na == 2) sparse_lockstep<2>(act, T, s, maxN_z);
+    else sparse_lockstep<1>(act, T, s, maxN_z);
+    int j = 0;
+    for (int i = 0; i < na; ++i) {
+      Stream& x = *act[i];
+      if (!x.done && x.left == 0) sparse_next_bucket(x);
+      if (!x.done && (!x.fast || x.bp > x.blim)) sparse_finish(x, T, s, maxN_z);
+      if (!x.done) act[j++] = act[i];
+    }
+    na = j;
+  }
+}
+
+// ---- stage 2
+
+// Per-thread scratch of a task: four chunk regions (symbols) and their bucket scales.
+struct FastScratch {
+  std::vector<uint8_t> k;
+  std::vector<float> w;
+  uint64_t stride = 0, nbmax = 0;
+};
+
+// Byte planes of a 16-float table: P[j] byte q = byte j of lut[q].
+GZ_AVX2 inline void lut_planes(const float* lut, __m128i P[4]) {
+  const __m128i sh = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m128i a = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut)), sh);
+  const __m128i b = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 4)), sh);
+  const __m128i c = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 8)), sh);
+  const __m128i d = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 12)), sh);
+  // a = [a0 a1 a2 a3] (dword j = plane j of floats 0..3), ...
+  const __m128i ab0 = _mm_unpacklo_epi32(a, b), ab1 = _mm_unpackhi_epi32(a, b);
+  const __m128i cd0 = _mm_unpacklo_epi32(c, d), cd1 = _mm_unpackhi_epi32(c, d);
+  P[0] = _mm_unpacklo_epi64(ab0, cd0);
+  P[1] = _mm_unpackhi_epi64(ab0, cd0);
+  P[2] = _mm_unpacklo_epi64(ab1, cd1);
+  P[3] = _mm_unpackhi_epi64(ab1, cd1);
+}
+
+// Floats of 16 symbols (k <= 15).
+GZ_AVX2 inline void floats16(const uint8_t* k, const __m128i P[4], __m128& f0, __m128& f1, __m128& f2, __m128& f3) {
+  const __m128i K = _mm_loadu_si128(reinterpret_cast<const __m128i*>(k));
+  const __m128i b0 = _mm_shuffle_epi8(P[0], K), b1 = _mm_shuffle_epi8(P[1], K);
+  const __m128i b2 = _mm_shuffle_epi8(P[2], K), b3 = _mm_shuffle_epi8(P[3], K);
+  const __m128i l01 = _mm_unpacklo_epi8(b0, b1), h01 = _mm_unpackhi_epi8(b0, b1);
+  const __m128i l23 = _mm_unpacklo_epi8(b2, b3), h23 = _mm_unpackhi_epi8(b2, b3);
+  f0 = _mm_castsi128_ps(_mm_unpacklo_epi16(l01, l23));
+  f1 = _mm_castsi128_ps(_mm_unpackhi_epi16(l01, l23));
+  f2 = _mm_castsi128_ps(_mm_unpacklo_epi16(h01, h23));
+  f3 = _mm_castsi128_ps(_mm_unpackhi_epi16(h01, h23));
+}
+
+enum class Out { PLAIN, NT, ADD };
+
+// Symbols of one chunk (M elements, buckets of b; bucket scales w) -> out[0, M).
+// NT: out is 16-byte aligned and b % 16 == 0.
+template <Out MODE>
+GZ_AVX2 void chunk_floats(const uint8_t* k, uint64_t M, uint64_t b, const float* w, float* out, float alpha) {
+  alignas(16) float lut[16];
+  __m128i P[4];
+  __m128 carry = _mm_setzero_ps();
+  bool have = false;
+  const bool odd = (uintptr_t(out) & 16) != 0;
+  uint64_t i = 0;
+  for (uint64_t bi = 0; i < M; ++bi) {
+    const uint64_t m = std::min<uint64_t>(b, M - i);
+    for (uint32_t q = 0; q < 16; ++q) {
+      const float v = ref::qsgd_value(w[bi], q >> 1, q & 1);
+      lut[q] = MODE == Out::ADD ? alpha * v : v;
+    }
+    const uint64_t e = i + m;
+    lut_planes(lut, P);
+    for (; i + 16 <= e; i += 16) {
+      __m128 f0, f1, f2, f3;
+      floats16(k + i, P, f0, f1, f2, f3);
+      float* o = out + i;
+      if (MODE == Out::ADD) {
+        _mm_storeu_ps(o, _mm_add_ps(_mm_loadu_ps(o), f0));
+        _mm_storeu_ps(o + 4, _mm_add_ps(_mm_loadu_ps(o + 4), f1));
+        _mm_storeu_ps(o + 8, _mm_add_ps(_mm_loadu_ps(o + 8), f2));
+        _mm_storeu_ps(o + 12, _mm_add_ps(_mm_loadu_ps(o + 12), f3));
+      } else if (MODE == Out::PLAIN) {
+        _mm_storeu_ps(o, f0);
+        _mm_storeu_ps(o + 4, f1);
+        _mm_storeu_ps(o + 8, f2);
+        _mm_storeu_ps(o + 12, f3);
+      } else if (!odd) {
+        _mm256_stream_ps(o, _mm256_set_m128(f1, f0));
+        _mm256_stream_ps(o + 8, _mm256_set_m128(f3, f2));
+      } else {
+        if (have) _mm256_stream_ps(o - 4, _mm256_set_m128(f0, carry));
+        else _mm_stream_ps(o, f0);
+        _mm256_stream_ps(o + 4, _mm256_set_m128(f2, f1));
+        carry = f3;
+        have = true;
+      }
+    }
+    if (MODE == Out::NT && have && i < e) { _mm_stream_ps(out + i - 4, carry); have = false; }
+    for (; i < e; ++i) {
+      if (MODE == Out::ADD) out[i] = out[i] + lut[k[i]];
+      else out[i] = lut[k[i]];
+    }
+  }
+  if (MODE == Out::NT && have) _mm_stream_ps(out + i - 4, carry);
+}
+
+// Stage 1 of chunks [c, c + ns) (ns <= 4) into S (regions), with their scales; validates everything.
+void stage1(const Geom& g, const Header& h, const std::vector<uint64_t>& off, uint64_t c, int ns, FastScratch& S,
+            uint8_t* kdst) {
+  Stream st[4];
   const float fs = float(g.s);
+  for (int i = 0; i < ns; ++i) {
+    const uint64_t cc = c + uint64_t(i);
+    const uint64_t lo = cc * g.E, hi = std::min(g.n, lo + g.E);
+    const uint64_t nb = (hi - lo + g.b - 1) / g.b;
+    const uint8_t* p = h.payload + off[cc];
+    const uint64_t len = off[cc + 1] - off[cc];
+    if (len < 4 * nb) corrupt("chunk shorter than its scales");
+    float* w = S.w.data() + uint64_t(i) * S.nbmax;
+    for (uint64_t bi = 0; bi < nb; ++bi) {
+      const uint32_t nbits = load_u32le(p + 4 * bi);
+      if (nbits >= 0x7F800000u) corrupt("negative or non-finite bucket scale");
+      w[bi] = ref::u2f(nbits) / fs;
+    }
+    uint8_t* k0 = kdst ? kdst + (lo - c * g.E) : S.k.data() + uint64_t(i) * S.stride;
+    stream_init(st[i], p + 4 * nb, len - 4 * nb, k0, hi - lo);
+    if (g.sparse) {
+      std::memset(k0, 0, size_t(hi - lo));
+      sparse_start(st[i], g.b);
+    }
+  }
+  if (g.sparse) sparse_streams(st, ns, sparse_dtab(g.s), g.s, floor_log2_u64(g.s));
+  else gamma_streams(st, ns, gamma_dtab(g.s), g.s, floor_log2_u64(uint64_t(g.s) + 1));
+}
+
+void scratch_init(const Geom& g, FastScratch& S) {
+  S.stride = (g.E + 16 + 15) & ~uint64_t(15);
+  S.nbmax = (g.E + g.b - 1) / g.b;
+  const uint64_t need = 4 * S.stride + kSlack;
+  if (S.k.size() < need) S.k.resize(size_t(need));
+  if (S.w.size() < 4 * S.nbmax) S.w.resize(size_t(4 * S.nbmax));
+}
+
+// Chunks [c0, c1): stage 1 (validation) and, unless MODE is null, stage 2.
+template <Out MODE, bool STORE>
+void fast_chunks(const Geom& g, const Header& h, const std::vector<uint64_t>& off, uint64_t c0, uint64_t c1,
+                 float* out, float alpha) {
+  static thread_local FastScratch S;
+  scratch_init(g, S);
   for (uint64_t c = c0; c < c1; c += 4) {
     const int ns = int(std::min<uint64_t>(4, c1 - c));
-    SymStream st[4];
-    for (int i = 0; i < ns; ++i) {
-      const uint64_t cc = c + uint64_t(i);
-      const uint64_t lo = cc * g.E, hi = std::min(g.n, lo + g.E);
-      const uint64_t nb = (hi - lo + g.b - 1) / g.b;
-      const uint8_t* p = h.payload + off[cc];
-      const uint64_t len = off[cc + 1] - off[cc];
-      if (len < 4 * nb) corrupt("chunk shorter than its scales");
-      for (uint64_t bi = 0; bi < nb; ++bi) {
-        const uint32_t nbits = load_u32le(p + 4 * bi);
-        if (nbits >= 0x7F800000u) corrupt("negative or non-finite bucket scale");
-        wbuf[size_t(uint64_t(i) * nbmax + bi)] = ref::u2f(nbits) / fs;
-      }
-      st[i] = SymStream{p + 4 * nb, len - 4 * nb, 0, (len - 4 * nb) * 8, kbuf.data() + uint64_t(i) * stride, 0, hi - lo};
-    }
-    if (ns == 4) decode_syms<4>(st, T, g.s, maxN);
-    else for (int i = 0; i < ns; ++i) decode_syms<1>(&st[i], T, g.s, maxN);
+    stage1(g, h, off, c, ns, S, nullptr);
     if (STORE)
-      for (int i = 0; i < ns; ++i)
-        syms_to_floats<ADD>(g, nullptr, c + uint64_t(i), st[i].k, out, alpha, wbuf.data() + uint64_t(i) * nbmax);
+      for (int i = 0; i < ns; ++i) {
+        const uint64_t lo = (c + uint64_t(i)) * g.E, hi = std::min(g.n, lo + g.E);
+        chunk_floats<MODE>(S.k.data() + uint64_t(i) * S.stride, hi - lo, g.b, S.w.data() + uint64_t(i) * S.nbmax,
+                           out + lo, alpha);
+      }
   }
+  if (MODE == Out::NT) _mm_sfence();
 }
-
 
 std::vector<uint64_t> chunk_offsets(const Header& h) {
   std::vector<uint64_t> off(size_t(h.chunk_count) + 1);
@@ -775,17 +1153,19 @@ uint64_t qsgd_var_encode(EncodeArgs& a) {
 }
 
 namespace {
-bool use_fast_gamma(const Geom& g) { return !g.sparse && g.s <= 7 && g.E <= kFastMaxE; }
-constexpr uint64_t kGroup = 16;  // chunks per task (decoded four at a time)
+bool use_fast(const Geom& g) { return g.s <= 7 && g.E <= kFastMaxE; }
+constexpr uint64_t kGroup = 16;            // chunks per task (decoded four at a time)
+constexpr uint64_t kNtMinN = uint64_t(1) << 20;  // plain decodes of >= 4 MiB use non-temporal stores
+constexpr uint64_t kAddScratchMaxN = uint64_t(1) << 26;  // decode-add: symbol scratch of at most 64 MiB
 }  // namespace
 
 void qsgd_var_validate(const Header& h, int threads) {
   const Geom g = geom_checked(h);
   if (!g.C) return;
   const std::vector<uint64_t> off = chunk_offsets(h);
-  if (use_fast_gamma(g)) {
+  if (use_fast(g)) {
     par_for(threads, (g.C + kGroup - 1) / kGroup, [&](uint64_t t) {
-      fast_gamma_chunks<false, false>(g, h, off, t * kGroup, std::min(g.C, (t + 1) * kGroup), nullptr, 0.f);
+      fast_chunks<Out::PLAIN, false>(g, h, off, t * kGroup, std::min(g.C, (t + 1) * kGroup), nullptr, 0.f);
     });
     return;
   }
@@ -794,19 +1174,49 @@ void qsgd_var_validate(const Header& h, int threads) {
   });
 }
 
+// Decode-add validates the whole packet before its first store to acc (whatever the caller did before): the fast
+// path decodes the symbols of every chunk into one scratch of n bytes (stage 1, which validates), then adds
+// (stage 2); beyond kAddScratchMaxN elements, and on the generic path, a validation pass precedes the add pass.
 void qsgd_var_decode(const DecodeArgs& a) {
   const Header& h = *a.h;
   const Geom g = geom_checked(h);
   if (!g.C) return;
   const std::vector<uint64_t> off = chunk_offsets(h);
-  if (use_fast_gamma(g) && !a.scalar) {
-    par_for(a.threads, (g.C + kGroup - 1) / kGroup, [&](uint64_t t) {
+  const uint64_t ntask = (g.C + kGroup - 1) / kGroup;
+  if (use_fast(g) && !a.scalar) {
+    if (a.add && g.n <= kAddScratchMaxN) {
+      std::unique_ptr<uint8_t[]> ks(new uint8_t[size_t(g.n + kSlack)]);
+      par_for(a.threads, ntask, [&](uint64_t t) {
+        static thread_local FastScratch S;
+        scratch_init(g, S);
+        const uint64_t c1 = std::min(g.C, (t + 1) * kGroup);
+        for (uint64_t c = t * kGroup; c < c1; c += 4)
+          stage1(g, h, off, c, int(std::min<uint64_t>(4, c1 - c)), S, ks.get() + c * g.E);
+      });
+      par_for(a.threads, ntask, [&](uint64_t t) {
+        std::vector<float> w(size_t((g.E + g.b - 1) / g.b));
+        const float fs = float(g.s);
+        const uint64_t c1 = std::min(g.C, (t + 1) * kGroup);
+        for (uint64_t c = t * kGroup; c < c1; ++c) {
+          const uint64_t lo = c * g.E, hi = std::min(g.n, lo + g.E);
+          const uint64_t nb = (hi - lo + g.b - 1) / g.b;
+          for (uint64_t bi = 0; bi < nb; ++bi) w[bi] = ref::u2f(load_u32le(h.payload + off[c] + 4 * bi)) / fs;
+          chunk_floats<Out::ADD>(ks.get() + lo, hi - lo, g.b, w.data(), a.out + lo, a.alpha);
+        }
+      });
+      return;
+    }
+    if (a.add) qsgd_var_validate(h, a.threads);
+    const bool nt = !a.add && g.n >= kNtMinN && g.b % 16 == 0 && (uintptr_t(a.out) & 15) == 0;
+    par_for(a.threads, ntask, [&](uint64_t t) {
       const uint64_t c0 = t * kGroup, c1 = std::min(g.C, (t + 1) * kGroup);
-      if (a.add) fast_gamma_chunks<true, true>(g, h, off, c0, c1, a.out, a.alpha);
-      else fast_gamma_chunks<true, false>(g, h, off, c0, c1, a.out, 0.f);
+      if (a.add) fast_chunks<Out::ADD, true>(g, h, off, c0, c1, a.out, a.alpha);
+      else if (nt) fast_chunks<Out::NT, true>(g, h, off, c0, c1, a.out, 0.f);
+      else fast_chunks<Out::PLAIN, true>(g, h, off, c0, c1, a.out, 0.f);
     });
     return;
   }
+  if (a.add) qsgd_var_validate(h, a.threads);
   par_for(a.threads, g.C, [&](uint64_t c) {
     const ChunkView ck{h.payload + off[c], off[c + 1] - off[c]};
     if (a.add) decode_chunk<true, true>(g, ck, c, a.out, a.alpha);

@@ -1,0 +1,183 @@
+// Parity checks of the fast qsgd gamma/sparse decoders (s <= 7; native/codecs/gamma.cc): the SIMD decode, the
+// non-temporal decode (n >= 2^20, every output alignment), the one-pass decode-add (symbol scratch of the whole
+// packet) against the scalar path (decode_chunk), bit for bit; corrupt chunks anywhere (first, middle, last) give
+// CORRUPT from both paths and leave acc untouched. Self-contained (own main); run under ASan+UBSan by run.sh.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/crc32c.h"
+#include "core/gradzip.h"
+
+using namespace gz;
+
+#include "counting_check.h"
+
+using Bytes = std::vector<uint8_t>;
+static const ErrCode kOK = ErrCode(0);
+
+static Bytes enc(const Params& p, const std::vector<float>& x) {
+  Bytes out(size_t(max_bytes(p, x.size())));
+  const uint64_t len = encode(p, x.data(), x.size(), out.data(), out.size());
+  out.resize(size_t(len));
+  return out;
+}
+
+static ErrCode err_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.code;
+  }
+  return kOK;
+}
+
+// Decodes into a buffer at float offset `off` (alignment), guards around it.
+struct Out {
+  std::vector<float> buf;
+  uint64_t off, n;
+  Out(uint64_t n_, uint64_t off_, float fill) : buf(size_t(n_ + off_ + 16), fill), off(off_), n(n_) {}
+  float* p() { return buf.data() + off; }
+};
+
+static bool same(const Out& a, const Out& b) {
+  return a.buf.size() == b.buf.size() && std::memcmp(a.buf.data(), b.buf.data(), a.buf.size() * 4) == 0;
+}
+
+static std::vector<float> data(uint64_t n, int kind, std::mt19937_64& rng) {
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x((size_t(n)));
+  for (uint64_t i = 0; i < n; ++i) {
+    float v = nd(rng);
+    if (kind == 1) v = (i % 211 == 0) ? v : 0.f;           // long zero runs (sparse: table misses)
+    if (kind == 2) v = (i / 700) % 2 ? 0.f : v;            // zero buckets
+    if (kind == 3) v = (i % 3 == 0) ? v * 1e6f : v * 1e-6f;  // large levels
+    x[size_t(i)] = v;
+  }
+  return x;
+}
+
+// Every decode variant against the scalar path.
+static void parity(const Params& p, const Bytes& pk, uint64_t n, const char* what) {
+  const uint64_t offs[] = {0, 1, 4, 8};
+  Out ref(n, 0, 7.f);
+  CHECK_MSG(err_of([&] { decode(pk.data(), pk.size(), ref.p(), n, false, 1.f, 1, true); }) == kOK, "%s", what);
+  for (uint64_t off : offs)
+    for (int th : {1, 2}) {
+      Out o(n, off, 7.f);
+      CHECK_MSG(err_of([&] { decode(pk.data(), pk.size(), o.p(), n, false, 1.f, th, false); }) == kOK,
+                "%s", what);
+      CHECK_MSG(std::memcmp(o.p(), ref.p(), size_t(n) * 4) == 0, "%s: decode off %llu th %d", what,
+                (unsigned long long)off, th);
+      CHECK_MSG(o.buf[size_t(off + n)] == 7.f && (off == 0 || o.buf[size_t(off - 1)] == 7.f), "%s: guard", what);
+      // decode-add (alpha = 1e-3 on a non-zero acc, -0.0 included)
+      Out a(n, off, 0.f), b(n, off, 0.f);
+      for (uint64_t i = 0; i < n; ++i) a.p()[i] = b.p()[i] = (i % 7 == 0) ? -0.f : float(i % 13) * 0.25f - 1.f;
+      decode(pk.data(), pk.size(), a.p(), n, true, 1e-3f, th, false);
+      decode(pk.data(), pk.size(), b.p(), n, true, 1e-3f, 1, true);
+      CHECK_MSG(same(a, b), "%s: decode-add off %llu th %d", what, (unsigned long long)off, th);
+    }
+  (void)p;
+}
+
+static void fix_crc(Bytes& b) {
+  const uint32_t c = crc32c(b.data(), b.size() - 4);
+  std::memcpy(b.data() + b.size() - 4, &c, 4);
+}
+
+// Corrupts chunk c's stream (flips payload bits) and checks: both paths agree on CORRUPT or decode the same;
+// decode-add on CORRUPT leaves acc untouched.
+static void corrupt_checks(const Bytes& pk, uint64_t n, std::mt19937_64& rng, const char* what) {
+  const Header h = parse(pk.data(), pk.size());
+  const uint64_t C = h.chunk_count;
+  std::vector<uint64_t> off(C + 1, 0);
+  for (uint64_t c = 0; c < C; ++c) {
+    uint32_t l;
+    std::memcpy(&l, h.chunk_table + 4 * c, 4);
+    off[c + 1] = off[c] + l;
+  }
+  const uint64_t pay = uint64_t(h.payload - pk.data());
+  for (int t = 0; t < 24; ++t) {
+    const uint64_t c = t % 3 == 0 ? 0 : t % 3 == 1 ? C - 1 : rng() % C;
+    Bytes b = pk;
+    const uint64_t lo = pay + off[c], hi = pay + off[c + 1];
+    const int nflip = 1 + int(rng() % 3);
+    for (int f = 0; f < nflip; ++f) {
+      // mostly in the bit stream, sometimes its last bytes (padding)
+      const uint64_t at = (rng() % 4 == 0) ? hi - 1 - rng() % std::min<uint64_t>(4, hi - lo) : lo + rng() % (hi - lo);
+      b[size_t(at)] ^= uint8_t(1u << (rng() % 8));
+    }
+    fix_crc(b);
+    Out s(n, 0, 3.f), v(n, 4, 3.f);
+    const ErrCode es = err_of([&] { decode(b.data(), b.size(), s.p(), n, false, 1.f, 1, true); });
+    const ErrCode ev = err_of([&] { decode(b.data(), b.size(), v.p(), n, false, 1.f, 2, false); });
+    CHECK_MSG(es == ev, "%s: corrupt chunk %llu: scalar %d simd %d", what, (unsigned long long)c, int(es), int(ev));
+    CHECK_MSG(es == kOK || es == ErrCode::CORRUPT, "%s: code %d", what, int(es));
+    if (es == kOK && ev == kOK)
+      CHECK_MSG(std::memcmp(s.p(), v.p(), size_t(n) * 4) == 0, "%s: accepted corrupt packet decodes differ", what);
+    for (int th : {1, 2}) {
+      Out a(n, 4, 0.5f);
+      const ErrCode ea = err_of([&] { decode(b.data(), b.size(), a.p(), n, true, 0.25f, th, false); });
+      CHECK_MSG(ea == es, "%s: decode-add %d vs %d", what, int(ea), int(es));
+      if (ea != kOK) {
+        bool untouched = true;
+        for (float x : a.buf) untouched &= x == 0.5f;
+        CHECK_MSG(untouched, "%s: decode-add changed acc on a corrupt packet (chunk %llu)", what,
+                  (unsigned long long)c);
+      }
+    }
+  }
+}
+
+int main() {
+  std::mt19937_64 rng(20240601);
+  // small and medium sizes, every s of the fast path, bucket sizes with b % 16 != 0, chunk tails
+  const uint64_t sizes[] = {1, 15, 17, 100, 2047, 2048, 2049, 4096 * 4 + 13, 70001};
+  const uint32_t buckets[] = {1, 7, 16, 100, 512, 2048, 5000};
+  for (int coding : {1, 2})
+    for (uint32_t s = 1; s <= 8; ++s)
+      for (uint32_t b : buckets)
+        for (uint64_t n : sizes) {
+          if ((rng() % 3) != 0 && !(b == 512 || b == 7)) continue;
+          const int kind = int(rng() % 4);
+          const std::vector<float> x = data(n, kind, rng);
+          Params p;
+          p.codec = QSGD;
+          p.levels = s;
+          p.bucket = b;
+          p.coding = Coding(coding);
+          p.norm = (rng() & 1) ? NORM_L2 : NORM_LINF;
+          p.seed_given = true;
+          p.seed = rng();
+          const Bytes pk = enc(p, x);
+          char what[160];
+          std::snprintf(what, sizeof what, "coding %d s %u b %u n %llu kind %d", coding, s, b, (unsigned long long)n,
+                        kind);
+          parity(p, pk, n, what);
+          if (n >= 100) corrupt_checks(pk, n, rng, what);
+        }
+  // large: non-temporal stores (n >= 2^20), both phases of 16 mod 32, the add scratch
+  for (int coding : {1, 2})
+    for (uint32_t s : {1u, 4u, 7u}) {
+      const uint64_t n = (uint64_t(1) << 20) + 37;
+      const std::vector<float> x = data(n, s == 7 ? 1 : 0, rng);
+      Params p;
+      p.codec = QSGD;
+      p.levels = s;
+      p.bucket = s == 7 ? 96 : 512;
+      p.coding = Coding(coding);
+      p.seed_given = true;
+      p.seed = 99 + s;
+      const Bytes pk = enc(p, x);
+      char what[120];
+      std::snprintf(what, sizeof what, "large coding %d s %u", coding, s);
+      parity(p, pk, n, what);
+      corrupt_checks(pk, n, rng, what);
+    }
+  std::printf("test_gammadec: %d checks, %d failed\n", g_checks, g_fail);
+  return g_fail ? 1 : 0;
+}
