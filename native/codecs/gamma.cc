@@ -14,6 +14,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <new>
 #include <mutex>
 #include <vector>
 
@@ -583,7 +584,7 @@ void decode_chunk(const Geom& g, ChunkView ck, uint64_t c, float* out, float alp
 // val[k], then out + that: the same float operations as the scalar path): 16 symbols per four pshufb of the
 // table's byte planes and eight unpacks; large plain decodes use non-temporal stores (256-bit where two 16-byte
 // halves make an aligned 32-byte block).
-// Decode-add validates every chunk (stage 1 of all chunks) before any store to acc, as the scalar path does.
+// Decode-add validates every chunk before its first store to acc (see qsgd_var_decode).
 
 constexpr int kPeek = 12;
 constexpr uint64_t kPeekMask = (1u << kPeek) - 1;
@@ -1176,7 +1177,8 @@ void qsgd_var_validate(const Header& h, int threads) {
 
 // Decode-add validates the whole packet before its first store to acc (whatever the caller did before): the fast
 // path decodes the symbols of every chunk into one scratch of n bytes (stage 1, which validates), then adds
-// (stage 2); beyond kAddScratchMaxN elements, and on the generic path, a validation pass precedes the add pass.
+// (stage 2); beyond kAddScratchMaxN elements (or when the scratch cannot be had), and on the generic path, a
+// validation pass precedes the add pass.
 void qsgd_var_decode(const DecodeArgs& a) {
   const Header& h = *a.h;
   const Geom g = geom_checked(h);
@@ -1184,8 +1186,9 @@ void qsgd_var_decode(const DecodeArgs& a) {
   const std::vector<uint64_t> off = chunk_offsets(h);
   const uint64_t ntask = (g.C + kGroup - 1) / kGroup;
   if (use_fast(g) && !a.scalar) {
-    if (a.add && g.n <= kAddScratchMaxN) {
-      std::unique_ptr<uint8_t[]> ks(new uint8_t[size_t(g.n + kSlack)]);
+    std::unique_ptr<uint8_t[]> ks;
+    if (a.add && g.n <= kAddScratchMaxN) ks.reset(new (std::nothrow) uint8_t[size_t(g.n + kSlack)]);
+    if (ks) {
       par_for(a.threads, ntask, [&](uint64_t t) {
         static thread_local FastScratch S;
         scratch_init(g, S);
