@@ -57,7 +57,7 @@ void onebit_decode(const DecodeArgs& a);
 uint64_t qsgd_var_max_payload(const Params& p, uint64_t n);
 uint64_t qsgd_var_encode(EncodeArgs& a);                              // fills chunk_lens
 void qsgd_var_validate(const Header& h, int threads);                 // full pass without stores; throws CORRUPT
-void qsgd_var_decode(const DecodeArgs& a);                            // throws CORRUPT (may have written out)
+void qsgd_var_decode(const DecodeArgs& a);  // throws CORRUPT (may have written out; with add, before any store)
 
 // ---- topk (native/codecs/topk.cc)
 uint64_t topk_max_payload(const Params& p, uint64_t n);

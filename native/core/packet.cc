@@ -423,8 +423,7 @@ void decode(const uint8_t* pkt, uint64_t len, float* out, uint64_t n, bool add, 
   switch (h.codec) {
     case QSGD:
       if (h.p.coding == CODING_FIXED) { qsgd_fixed_decode(a); break; }
-      if (add) qsgd_var_validate(h, a.threads);
-      qsgd_var_decode(a);
+      qsgd_var_decode(a);  // validates the whole packet itself before its first store when add is set
       break;
     case TERNGRAD: qsgd_fixed_decode(a); break;
     case ONEBIT: onebit_decode(a); break;
