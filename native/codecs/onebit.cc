@@ -12,6 +12,7 @@
 #include "core/quant_ref.h"
 #include "core/simd_philox.h"  // GZ_AVX2
 #include "core/threadpool.h"
+#include "codecs/put16.h"
 
 namespace gz {
 namespace {
@@ -201,6 +202,47 @@ GZ_AVX2 void dec_range_avx2(const OCfg& c, const uint8_t* payload, uint64_t j0, 
   if (MODE == 3) _mm_sfence();
 }
 
+// Buckets of 64 elements and more: a table of the 16 xmm vectors a 4-bit group of sign bits decodes to (decode-add:
+// alpha * pos, alpha * neg, the per-element products), so each output group of 4 is one load; stores as in put16.h.
+// Shorter buckets use dec_range_avx2 (the table costs 16 blends per bucket).
+constexpr uint64_t kTableMinBucket = 64;
+
+template <int MODE>
+GZ_AVX2 void dec_table_range(const OCfg& c, const uint8_t* payload, uint64_t j0, uint64_t j1, float* out, float alpha) {
+  alignas(16) static const int32_t kSel[16][4] = {
+      {0, 0, 0, 0}, {-1, 0, 0, 0}, {0, -1, 0, 0}, {-1, -1, 0, 0}, {0, 0, -1, 0}, {-1, 0, -1, 0}, {0, -1, -1, 0},
+      {-1, -1, -1, 0}, {0, 0, 0, -1}, {-1, 0, 0, -1}, {0, -1, 0, -1}, {-1, -1, 0, -1}, {0, 0, -1, -1},
+      {-1, 0, -1, -1}, {0, -1, -1, -1}, {-1, -1, -1, -1}};
+  alignas(16) __m128 lut[16];
+  const __m128 av = _mm_set1_ps(alpha);
+  for (uint64_t j = j0; j < j1; ++j) {
+    const uint8_t* p = payload + j * c.stride;
+    const uint64_t start = j * c.b, m = std::min(c.b, c.n - start);
+    __m128 pv = _mm_set1_ps(load_f32le(p)), nv = _mm_set1_ps(load_f32le(p + 4));
+    if (MODE == 1) {
+      pv = _mm_mul_ps(av, pv);
+      nv = _mm_mul_ps(av, nv);
+    }
+    for (int k = 0; k < 16; ++k)
+      lut[k] = _mm_blendv_ps(pv, nv, _mm_castsi128_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(kSel[k]))));
+    const uint8_t* q = p + 8;
+    Put16 w = put_begin(out + start);
+    uint64_t i = 0;
+    for (; i + 16 <= m; i += 16, q += 2) {
+      const uint32_t b0 = q[0], b1 = q[1];
+      put16<MODE>(w, i, lut[b0 & 15], lut[b0 >> 4], lut[b1 & 15], lut[b1 >> 4]);
+    }
+    if (i < m) {
+      const uint32_t b0 = q[0], b1 = m - i > 8 ? q[1] : 0;  // padding bits are zero (checked)
+      const __m128 f[4] = {lut[b0 & 15], lut[b0 >> 4], lut[b1 & 15], lut[b1 >> 4]};
+      put_tail<MODE>(w, i, f, m - i);
+    } else if (MODE == 3) {
+      put_finish(w, i);
+    }
+  }
+  if (MODE == 3) _mm_sfence();
+}
+
 }  // namespace
 
 uint64_t onebit_payload_bytes(const Params& p, uint64_t n) {
@@ -235,7 +277,11 @@ void onebit_decode(const DecodeArgs& a) {
   const uint64_t T = bucket_tasks(c.B, c.n, a.threads);
   parallel_for(a.threads, T, [&](uint64_t t) {
     const uint64_t j0 = c.B * t / T, j1 = c.B * (t + 1) / T;
-    if (!a.scalar) {
+    if (!a.scalar && c.b >= kTableMinBucket) {
+      if (a.add) dec_table_range<1>(c, h.payload, j0, j1, a.out, a.alpha);
+      else if (h.n >= (uint64_t(1) << 21)) dec_table_range<3>(c, h.payload, j0, j1, a.out, a.alpha);
+      else dec_table_range<0>(c, h.payload, j0, j1, a.out, a.alpha);
+    } else if (!a.scalar) {
       if (a.add) dec_range_avx2<1>(c, h.payload, j0, j1, a.out, a.alpha);
       else if (h.n >= (uint64_t(1) << 21)) dec_range_avx2<3>(c, h.payload, j0, j1, a.out, a.alpha);
       else dec_range_avx2<0>(c, h.payload, j0, j1, a.out, a.alpha);

@@ -14,6 +14,7 @@
 #include "core/quant_ref.h"
 #include "core/simd_philox.h"
 #include "core/threadpool.h"
+#include "codecs/put16.h"
 
 namespace gz {
 namespace {
@@ -461,13 +462,210 @@ GZ_AVX2 void dec_range_avx2(const QCfg& c, const uint8_t* payload, uint64_t j0, 
   if (MODE == 3) _mm_sfence();
 }
 
+// ---- table decoders (W = 4: s = 4..7, W = 2: s = 1 / TernGrad)
+// A bucket has only 2^W distinct decoded floats (code k = 2 zeta + sign). They are built once per bucket with the
+// per-element path's vector arithmetic (w * float(zeta), then the sign xor; decode-add: alpha * that, the same
+// product for every element of a code), so each output is bit-identical to computing it per element; codes then
+// map to floats with byte shuffles only (no shift, convert or multiply per element):
+//   W = 4: four byte planes (plane k byte i = byte k of float i); 16 codes -> 4 pshufb + 8 byte/word interleaves.
+//   W = 2: the 4 floats are one 16-byte pshufb table; per 4 outputs one pshufb replicates each code (pre-scaled
+//          by 4) into its 4 byte slots, or 0,1,2,3, and one pshufb reads the float bytes.
+// decode-add stores out + table (add after the multiply, as the per-element path). Streaming (MODE 3) decodes
+// store 32-byte aligned 256-bit non-temporal vectors: buckets starting 16 mod 32 pair the previous xmm with the
+// next (a one-register carry), other alignments fall back to plain stores.
+// The 16 table floats of a bucket (codes 0..15; W = 2 uses codes 0..3): v0 = codes 0..7, v1 = codes 8..15.
+template <int MODE>
+GZ_AVX2 inline void code_table(__m256 wv, __m256 av, __m256* v0, __m256* v1) {
+  const __m256 sg = _mm256_castsi256_ps(_mm256_setr_epi32(0, int(0x80000000u), 0, int(0x80000000u), 0,
+                                                          int(0x80000000u), 0, int(0x80000000u)));
+  *v0 = _mm256_xor_ps(_mm256_mul_ps(wv, _mm256_cvtepi32_ps(_mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3))), sg);
+  *v1 = _mm256_xor_ps(_mm256_mul_ps(wv, _mm256_cvtepi32_ps(_mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7))), sg);
+  if (MODE == 1) {
+    *v0 = _mm256_mul_ps(av, *v0);
+    *v1 = _mm256_mul_ps(av, *v1);
+  }
+}
+
+// Byte planes of 16 floats: P[k] byte i = byte k of float i.
+GZ_AVX2 inline void byte_planes(__m256 v0, __m256 v1, __m128i* P) {
+  const __m256i tr = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+                                      0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m256i g0 = _mm256_shuffle_epi8(_mm256_castps_si256(v0), tr);
+  const __m256i g1 = _mm256_shuffle_epi8(_mm256_castps_si256(v1), tr);
+  const __m128i a = _mm256_castsi256_si128(g0), b = _mm256_extracti128_si256(g0, 1);
+  const __m128i c = _mm256_castsi256_si128(g1), d = _mm256_extracti128_si256(g1, 1);
+  const __m128i abl = _mm_unpacklo_epi32(a, b), cdl = _mm_unpacklo_epi32(c, d);
+  const __m128i abh = _mm_unpackhi_epi32(a, b), cdh = _mm_unpackhi_epi32(c, d);
+  P[0] = _mm_unpacklo_epi64(abl, cdl);
+  P[1] = _mm_unpackhi_epi64(abl, cdl);
+  P[2] = _mm_unpacklo_epi64(abh, cdh);
+  P[3] = _mm_unpackhi_epi64(abh, cdh);
+}
+
+// 16 codes (bytes 0..15 of idx, each < 16) -> 16 floats in element order.
+GZ_AVX2 inline void lookup16(const __m128i* P, __m128i idx, __m128* f) {
+  const __m128i b0 = _mm_shuffle_epi8(P[0], idx), b1 = _mm_shuffle_epi8(P[1], idx);
+  const __m128i b2 = _mm_shuffle_epi8(P[2], idx), b3 = _mm_shuffle_epi8(P[3], idx);
+  const __m128i l01 = _mm_unpacklo_epi8(b0, b1), h01 = _mm_unpackhi_epi8(b0, b1);
+  const __m128i l23 = _mm_unpacklo_epi8(b2, b3), h23 = _mm_unpackhi_epi8(b2, b3);
+  f[0] = _mm_castsi128_ps(_mm_unpacklo_epi16(l01, l23));
+  f[1] = _mm_castsi128_ps(_mm_unpackhi_epi16(l01, l23));
+  f[2] = _mm_castsi128_ps(_mm_unpacklo_epi16(h01, h23));
+  f[3] = _mm_castsi128_ps(_mm_unpackhi_epi16(h01, h23));
+}
+
+// W = 2: I holds 16 codes times 4 (element order); T = the 4 floats.
+GZ_AVX2 inline void lookup16_w2(__m128i T, __m128i I, __m128* f) {
+  const __m128i K = _mm_setr_epi8(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
+  const __m128i R0 = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  const __m128i four = _mm_set1_epi8(4);
+  __m128i R = R0;
+  for (int v = 0; v < 4; ++v, R = _mm_add_epi8(R, four))
+    f[v] = _mm_castsi128_ps(_mm_shuffle_epi8(T, _mm_or_si128(_mm_shuffle_epi8(I, R), K)));
+}
+
+// W = 2: 16 code bytes (64 codes) -> I[0..3], 16 codes times 4 each, element order.
+GZ_AVX2 inline void split_w2(__m128i x, __m128i* I) {
+  const __m128i m = _mm_set1_epi8(0x0C);
+  const __m128i s0 = _mm_and_si128(_mm_slli_epi16(x, 2), m), s1 = _mm_and_si128(x, m);
+  const __m128i s2 = _mm_and_si128(_mm_srli_epi16(x, 2), m), s3 = _mm_and_si128(_mm_srli_epi16(x, 4), m);
+  const __m128i a = _mm_unpacklo_epi8(s0, s1), b = _mm_unpacklo_epi8(s2, s3);
+  const __m128i a2 = _mm_unpackhi_epi8(s0, s1), b2 = _mm_unpackhi_epi8(s2, s3);
+  I[0] = _mm_unpacklo_epi16(a, b);
+  I[1] = _mm_unpackhi_epi16(a, b);
+  I[2] = _mm_unpacklo_epi16(a2, b2);
+  I[3] = _mm_unpackhi_epi16(a2, b2);
+}
+
+GZ_AVX2 inline __m128i load_partial16(const uint8_t* q, uint64_t bytes) {  // bytes <= 16, zeros beyond
+  alignas(16) uint8_t t[16] = {0};
+  std::memcpy(t, q, bytes);
+  return _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+}
+
+// Max code of a W = 4 bucket (validate-only pass): the low nibbles' max and the high nibble of the max byte.
+GZ_AVX2 inline uint32_t max_code_w4(const uint8_t* q, uint64_t bytes) {
+  const __m256i m0F = _mm256_set1_epi8(0x0F);
+  __m256i ml = _mm256_setzero_si256(), mb = ml;
+  uint64_t i = 0;
+  for (; i + 32 <= bytes; i += 32) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i));
+    ml = _mm256_max_epu8(ml, _mm256_and_si256(x, m0F));
+    mb = _mm256_max_epu8(mb, x);
+  }
+  __m128i l = _mm_max_epu8(_mm256_castsi256_si128(ml), _mm256_extracti128_si256(ml, 1));
+  __m128i b = _mm_max_epu8(_mm256_castsi256_si128(mb), _mm256_extracti128_si256(mb, 1));
+  for (; i < bytes; i += 16) {
+    const __m128i x = bytes - i >= 16 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i))
+                                      : load_partial16(q + i, bytes - i);
+    l = _mm_max_epu8(l, _mm_and_si128(x, _mm_set1_epi8(0x0F)));
+    b = _mm_max_epu8(b, x);
+  }
+  // max of a byte vector: fold halves, then against shifted copies
+  l = _mm_max_epu8(_mm_and_si128(l, _mm_set1_epi8(0x0F)), _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(0x0F)));
+  l = _mm_max_epu8(l, _mm_srli_si128(l, 8));
+  l = _mm_max_epu8(l, _mm_srli_si128(l, 4));
+  l = _mm_max_epu8(l, _mm_srli_si128(l, 2));
+  l = _mm_max_epu8(l, _mm_srli_si128(l, 1));
+  return uint32_t(_mm_cvtsi128_si32(l) & 0xFF);
+}
+
+template <int W, int MODE>
+GZ_AVX2 void dec_table_range(const QCfg& c, const uint8_t* payload, uint64_t j0, uint64_t j1, float* out, float alpha) {
+  const __m256 av = _mm256_set1_ps(alpha);
+  const uint32_t maxc = 2 * c.s + 1;  // largest valid code
+  for (uint64_t j = j0; j < j1; ++j) {
+    const uint8_t* p = payload + j * c.stride;
+    const uint64_t start = j * c.b, m = std::min(c.b, c.n - start);
+    const uint8_t* q = p + 4;
+    if (MODE == 2) {
+      if (W == 4 && max_code_w4(q, code_bytes(m, 4)) > maxc) throw_level(j);
+      continue;
+    }
+    const __m256 wv = _mm256_set1_ps(load_f32le(p) / float(c.s));
+    __m256 v0, v1;
+    code_table<MODE>(wv, av, &v0, &v1);
+    Put16 w = put_begin(out + start);
+    __m128 f[4];
+    uint64_t i = 0;
+    if (W == 4) {
+      __m128i P[4];
+      byte_planes(v0, v1, P);
+      const __m128i m0F = _mm_set1_epi8(0x0F);
+      __m128i ml = _mm_setzero_si128(), mb = ml;
+      for (; i + 32 <= m; i += 32, q += 16) {
+        const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+        const __m128i lo = _mm_and_si128(x, m0F), hi = _mm_and_si128(_mm_srli_epi16(x, 4), m0F);
+        ml = _mm_max_epu8(ml, lo);
+        mb = _mm_max_epu8(mb, x);
+        lookup16(P, _mm_unpacklo_epi8(lo, hi), f);
+        put16<MODE>(w, i, f[0], f[1], f[2], f[3]);
+        lookup16(P, _mm_unpackhi_epi8(lo, hi), f);
+        put16<MODE>(w, i + 16, f[0], f[1], f[2], f[3]);
+      }
+      if (i < m) {
+        const uint64_t r = m - i;
+        const __m128i x = load_partial16(q, code_bytes(r, 4));  // padding nibble is zero (checked)
+        const __m128i lo = _mm_and_si128(x, m0F), hi = _mm_and_si128(_mm_srli_epi16(x, 4), m0F);
+        ml = _mm_max_epu8(ml, lo);
+        mb = _mm_max_epu8(mb, x);
+        lookup16(P, _mm_unpacklo_epi8(lo, hi), f);
+        put_tail<MODE>(w, i, f, std::min<uint64_t>(r, 16));
+        if (r > 16) {
+          lookup16(P, _mm_unpackhi_epi8(lo, hi), f);
+          put_tail<MODE>(w, i + 16, f, r - 16);
+        }
+      } else if (MODE == 3) {
+        put_finish(w, i);
+      }
+      if (maxc < 15) {
+        __m128i l = _mm_max_epu8(ml, _mm_and_si128(_mm_srli_epi16(mb, 4), m0F));
+        if (!_mm_testz_si128(_mm_subs_epu8(l, _mm_set1_epi8(char(maxc))), _mm_set1_epi8(-1))) {
+          if (MODE == 3) _mm_sfence();
+          throw_level(j);
+        }
+      }
+    } else {  // W == 2 (s = 1: every code is valid)
+      const __m128i T = _mm_castps_si128(_mm256_castps256_ps128(v0));
+      __m128i I[4];
+      for (; i + 64 <= m; i += 64, q += 16) {
+        split_w2(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)), I);
+        for (int k = 0; k < 4; ++k) {
+          lookup16_w2(T, I[k], f);
+          put16<MODE>(w, i + 16 * k, f[0], f[1], f[2], f[3]);
+        }
+      }
+      if (i < m) {
+        const uint64_t r = m - i;
+        split_w2(load_partial16(q, code_bytes(r, 2)), I);
+        for (int k = 0; k < 4 && uint64_t(16 * k) < r; ++k) {
+          lookup16_w2(T, I[k], f);
+          put_tail<MODE>(w, i + 16 * k, f, std::min<uint64_t>(16, r - 16 * k));
+        }
+      } else if (MODE == 3) {
+        put_finish(w, i);
+      }
+    }
+  }
+  if (MODE == 3) _mm_sfence();
+}
+
 using DecFn = void (*)(const QCfg&, const uint8_t*, uint64_t, uint64_t, float*, float);
 template <int W>
 DecFn pick_dec_w(int mode) {
   return mode == 0 ? dec_range_avx2<W, 0> : mode == 1 ? dec_range_avx2<W, 1> : mode == 2 ? dec_range_avx2<W, 2>
                                                                                 : dec_range_avx2<W, 3>;
 }
-DecFn pick_dec(uint32_t W, int mode) {
+template <int W>
+DecFn pick_table_w(int mode) {
+  return mode == 0 ? dec_table_range<W, 0> : mode == 1 ? dec_table_range<W, 1> : mode == 2 ? dec_table_range<W, 2>
+                                                                                  : dec_table_range<W, 3>;
+}
+constexpr uint64_t kTableMinBucket = 32;  // smaller buckets: per-element path (the table costs ~20 ops per bucket)
+DecFn pick_dec(const QCfg& c, int mode) {
+  const uint32_t W = c.W;
+  if (c.b >= kTableMinBucket && W == 4) return pick_table_w<4>(mode);
+  if (c.b >= kTableMinBucket && W == 2) return mode == 2 ? pick_dec_w<2>(mode) : pick_table_w<2>(mode);
   switch (W) {
     case 2: return pick_dec_w<2>(mode);
     case 3: return pick_dec_w<3>(mode);
@@ -482,7 +680,7 @@ DecFn pick_dec(uint32_t W, int mode) {
 
 void run_decode(const QCfg& c, const uint8_t* payload, float* out, int mode, float alpha, int threads, bool scalar) {
   const uint64_t T = bucket_tasks(c.B, c.n, threads);
-  DecFn f = scalar ? nullptr : pick_dec(c.W, mode);
+  DecFn f = scalar ? nullptr : pick_dec(c, mode);
   parallel_for(threads, T, [&](uint64_t t) {
     const uint64_t j0 = c.B * t / T, j1 = c.B * (t + 1) / T;
     if (f) f(c, payload, j0, j1, out, alpha);
