@@ -217,6 +217,10 @@ GZ_RK_AVX2 void enc_words_avx2(const float* x, uint64_t n, const uint64_t* bm, u
 #define GZ_RK_A(o) _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + (o))), absm)
   for (; wi < full && j + 64 <= jend; ++wi) {
     const float* p = x + wi * 64;
+    _mm_prefetch(reinterpret_cast<const char*>(p + 1024), _MM_HINT_T0);  // 4 KiB ahead, every line
+    _mm_prefetch(reinterpret_cast<const char*>(p + 1040), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(p + 1056), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(p + 1072), _MM_HINT_T0);
     const __m256i a = _mm256_max_epu32(GZ_RK_A(0), GZ_RK_A(8)), b = _mm256_max_epu32(GZ_RK_A(16), GZ_RK_A(24));
     const __m256i c = _mm256_max_epu32(GZ_RK_A(32), GZ_RK_A(40)), d = _mm256_max_epu32(GZ_RK_A(48), GZ_RK_A(56));
     vmax = _mm256_max_epu32(vmax, _mm256_max_epu32(_mm256_max_epu32(a, b), _mm256_max_epu32(c, d)));
