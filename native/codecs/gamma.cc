@@ -346,33 +346,33 @@ struct BitOut {
   uint64_t acc = 0;
   uint64_t nb = 0;
   BitOut(uint8_t* s, uint8_t* e) : p(s), end(e) {}
-  inline void add(uint64_t code, uint64_t len) {
+  __attribute__((always_inline)) inline void add(uint64_t code, uint64_t len) {
     acc |= code << nb;
     nb += len;
   }
-  inline void flush() {
+  __attribute__((always_inline)) inline void flush() {
     if (__builtin_expect(end - p >= 8, 1)) store_u64le(p, acc);
     else store_cut(p, end, acc);
     p += nb >> 3;
     acc >>= (nb & 56);
     nb &= 7;
   }
-  inline void flush_nc() {  // the caller checked end - p >= 8
+  __attribute__((always_inline)) inline void flush_nc() {  // the caller checked end - p >= 8
     store_u64le(p, acc);
     p += nb >> 3;
     acc >>= (nb & 56);
     nb &= 7;
   }
-  inline void put(uint64_t code, unsigned len) {  // len <= 56
+  __attribute__((always_inline)) inline void put(uint64_t code, unsigned len) {  // len <= 56
     add(code, len);
     flush();
   }
-  inline void put_gamma(uint64_t x) {  // 1 <= x < 2^63
+  __attribute__((always_inline)) inline void put_gamma(uint64_t x) {  // 1 <= x < 2^63
     const int N = floor_log2_u64(x);
     if (N <= 27) put(gamma_code(x, N), unsigned(2 * N + 1));
     else { put(uint64_t(1) << N, unsigned(N + 1)); put(x & ((uint64_t(1) << N) - 1), unsigned(N)); }
   }
-  inline void add_e(uint32_t e) { add(e & 0x7FFFFFFu, e >> 27); }  // table entry: code | length << 27
+  __attribute__((always_inline)) inline void add_e(uint32_t e) { add(e & 0x7FFFFFFu, e >> 27); }  // table entry: code | length << 27
   // (The hot loops work on a local copy: stores through p could alias the members of a referenced BitOut.)
 };
 
@@ -394,59 +394,88 @@ inline uint32_t sparse_k_entry(uint32_t k) {
   return tab_entry(gamma_code(z, N) | (uint64_t(sg) << (2 * N + 1)), unsigned(2 * N + 2));
 }
 
-// Tables indexed by the symbols k' = k - (k > 0) in 0..2s (k = 1 never occurs): quads (s <= 4), pairs (s <= 15).
-struct GroupTabs {
-  std::vector<uint32_t> quad[5];   // (2s+1)^4 entries: k'0 + B k'1 + B^2 k'2 + B^3 k'3, code <= 24 bits
-  std::vector<uint32_t> pair[16];  // (2s+1)^2 entries, code <= 20 bits
-  std::vector<uint32_t> srun[5];   // sparse, s <= 4: run r < 64 and value k: index 16 r + k, code <= 19 bits
-  uint32_t run[64];                // sparse: gamma(r + 1), r < 64
-  uint32_t ocode[6561];            // gamma, zeta <= 1: 8 symbols k' in {0, 1, 2} (base 3): code (<= 32 bits)
-  uint8_t olen[6561];              // and length
-  uint8_t lpos[256][8];            // positions of the set bits of a byte, left-packed
-};
+// Tables indexed by the symbols k' = k - (k > 0) in 0..2s (k = 1 never occurs), built on first use (per s).
+inline uint32_t sym_k(uint32_t kp) { return kp ? kp + 1 : 0; }
+inline uint32_t cat_entry(uint32_t e0, uint32_t e1) {  // code of e0 then e1 (lengths add up to <= 27... callers)
+  const unsigned l0 = e0 >> 27, l1 = e1 >> 27;
+  return tab_entry((e0 & 0x7FFFFFFu) | (uint64_t(e1 & 0x7FFFFFFu) << l0), l0 + l1);
+}
 
-const GroupTabs& group_tabs() {
-  static const GroupTabs* T = [] {
-    GroupTabs* t = new GroupTabs;
-    auto sym_k = [](uint32_t kp) { return kp ? kp + 1 : 0; };
-    for (uint32_t s = 1; s <= 15; ++s) {
-      const uint32_t B = 2 * s + 1;
-      std::vector<uint32_t> one(B);
-      for (uint32_t a = 0; a < B; ++a) one[a] = gamma_k_entry(sym_k(a));
-      auto cat = [](uint32_t e0, uint32_t e1) {
-        const unsigned l0 = e0 >> 27, l1 = e1 >> 27;
-        return tab_entry((e0 & 0x7FFFFFFu) | (uint64_t(e1 & 0x7FFFFFFu) << l0), l0 + l1);
-      };
-      t->pair[s].resize(B * B);
-      for (uint32_t a = 0; a < B; ++a)
-        for (uint32_t b = 0; b < B; ++b) t->pair[s][a + B * b] = cat(one[a], one[b]);
-      if (s <= 4) {
-        t->quad[s].resize(B * B * B * B);
-        for (uint32_t p0 = 0; p0 < B * B; ++p0)
-          for (uint32_t p1 = 0; p1 < B * B; ++p1) t->quad[s][p0 + B * B * p1] = cat(t->pair[s][p0], t->pair[s][p1]);
+// One table per s in 1..15, built once by build(s).
+template <class F>
+const std::vector<uint32_t>& per_s(std::vector<uint32_t>* tabs, std::once_flag* once, uint32_t s, F build) {
+  std::call_once(once[s], [&] { tabs[s] = build(s); });
+  return tabs[s];
+}
+
+// gamma, s <= 15: pairs, index k'0 + B k'1 (B = 2s + 1), code <= 20 bits.
+const std::vector<uint32_t>& pair_tab(uint32_t s) {
+  static std::vector<uint32_t> tabs[16];
+  static std::once_flag once[16];
+  return per_s(tabs, once, s, [](uint32_t ss) {
+    const uint32_t B = 2 * ss + 1;
+    std::vector<uint32_t> t(B * B);
+    for (uint32_t a = 0; a < B; ++a)
+      for (uint32_t b = 0; b < B; ++b) t[a + B * b] = cat_entry(gamma_k_entry(sym_k(a)), gamma_k_entry(sym_k(b)));
+    return t;
+  });
+}
+// gamma, s <= 4: quads, index p0 + B^2 p1 (pairs p0, p1), code <= 24 bits.
+const std::vector<uint32_t>& quad_tab(uint32_t s) {
+  static std::vector<uint32_t> tabs[5];
+  static std::once_flag once[5];
+  return per_s(tabs, once, s, [](uint32_t ss) {
+    const std::vector<uint32_t>& p = pair_tab(ss);
+    const uint32_t B2 = (2 * ss + 1) * (2 * ss + 1);
+    std::vector<uint32_t> t(B2 * B2);
+    for (uint32_t p1 = 0; p1 < B2; ++p1)
+      for (uint32_t p0 = 0; p0 < B2; ++p0) t[p0 + B2 * p1] = cat_entry(p[p0], p[p1]);
+    return t;
+  });
+}
+// gamma, zeta <= 1 (any s): 8 symbols k' in {0, 1, 2}, index q0 + 81 q1 (base-3 quads), code <= 32 bits.
+struct OctTab {
+  uint32_t code[6561];
+  uint8_t len[6561];
+};
+const OctTab& oct_tab() {
+  static const OctTab* T = [] {
+    OctTab* t = new OctTab;
+    const std::vector<uint32_t>& q = quad_tab(1);  // s = 1: exactly the symbols {0, 1, 2}
+    for (uint32_t q1 = 0; q1 < 81; ++q1)
+      for (uint32_t q0 = 0; q0 < 81; ++q0) {
+        const unsigned l0 = q[q0] >> 27;
+        t->code[q0 + 81 * q1] = uint32_t((q[q0] & 0x7FFFFFFu) | (uint64_t(q[q1] & 0x7FFFFFFu) << l0));
+        t->len[q0 + 81 * q1] = uint8_t(l0 + (q[q1] >> 27));
       }
+    return t;
+  }();
+  return *T;
+}
+// Per code byte k = 2 zeta + sign (zeta <= 127): the gamma code, the sparse value code (zeta >= 1).
+struct KTabs {
+  uint32_t one[256], val[256];
+};
+const KTabs& k_tabs() {
+  static const KTabs* T = [] {
+    KTabs* t = new KTabs;
+    for (uint32_t k = 0; k < 256; ++k) {
+      t->one[k] = gamma_k_entry(k);
+      t->val[k] = sparse_k_entry(k);
     }
-    for (uint32_t i = 0; i < 6561; ++i) {
-      uint64_t c = 0;
-      unsigned l = 0;
-      for (uint32_t j = 0, d = i; j < 8; ++j, d /= 3) {
-        const uint32_t e = gamma_k_entry(sym_k(d % 3));
-        c |= uint64_t(e & 0x7FFFFFFu) << l;
-        l += e >> 27;
-      }
-      t->ocode[i] = uint32_t(c);
-      t->olen[i] = uint8_t(l);
-    }
+    return t;
+  }();
+  return *T;
+}
+// sparse: gamma(r + 1) for r < 64, and the positions of the set bits of a byte, left-packed.
+struct SparseTabs {
+  uint32_t run[64];
+  uint8_t lpos[256][8];
+};
+const SparseTabs& sparse_tabs() {
+  static const SparseTabs* T = [] {
+    SparseTabs* t = new SparseTabs;
     for (uint32_t r = 0; r < 64; ++r) t->run[r] = tab_entry(gamma_code(r + 1, floor_log2_u64(r + 1)), unsigned(gamma_len(r + 1)));
-    for (uint32_t s = 1; s <= 4; ++s) {
-      t->srun[s].assign(64 * 16, 0);
-      for (uint32_t r = 0; r < 64; ++r)
-        for (uint32_t k = 2; k <= 2 * s + 1; ++k) {
-          const uint32_t er = t->run[r], ev = sparse_k_entry(k);
-          const unsigned lr = er >> 27, lv = ev >> 27;
-          t->srun[s][16 * r + k] = tab_entry((er & 0x7FFFFFFu) | (uint64_t(ev & 0x7FFFFFFu) << lr), lr + lv);
-        }
-    }
     for (uint32_t b = 0; b < 256; ++b) {
       int n = 0;
       for (uint32_t i = 0; i < 8; ++i) t->lpos[b][i] = 0;
@@ -456,6 +485,18 @@ const GroupTabs& group_tabs() {
     return t;
   }();
   return *T;
+}
+// sparse, s <= 4: run r < 64 then the value code of k, index 16 r + k, code <= 13 + 6 bits.
+const std::vector<uint32_t>& srun_tab(uint32_t s) {
+  static std::vector<uint32_t> tabs[5];
+  static std::once_flag once[5];
+  return per_s(tabs, once, s, [](uint32_t ss) {
+    const SparseTabs& T = sparse_tabs();
+    std::vector<uint32_t> t(64 * 16, 0);
+    for (uint32_t r = 0; r < 64; ++r)
+      for (uint32_t k = 2; k <= 2 * ss + 1; ++k) t[16 * r + k] = cat_entry(T.run[r], sparse_k_entry(k));
+    return t;
+  });
 }
 
 // Per-thread scratch of the AVX2 encoder.
@@ -550,7 +591,7 @@ GZ_AVX2 void gamma_bucket(BitOut& wr, EncScratch& S, uint64_t seed, const float*
 // (base 3), one flush per 8 elements; the store bound is checked once per 32 elements (<= 4 * 32 bits).
 template <int MODE>
 GZ_AVX2 void gamma_bucket_bin(BitOut& wr, EncScratch& S, uint64_t seed, const float* x, uint64_t g, uint64_t m,
-                              uint64_t limit, const QK& k, const GroupTabs& T, const uint32_t* one) {
+                              uint64_t limit, const QK& k, const OctTab& T, const uint32_t* one) {
   BitOut w = wr;
   const __m256i c3 = _mm256_set1_epi16(1 | (3 << 8)), c9 = _mm256_set1_epi32(1 | (9 << 16));
   const __m128i c81 = _mm_set1_epi32(1 | (81 << 16));
@@ -578,15 +619,15 @@ GZ_AVX2 void gamma_bucket_bin(BitOut& wr, EncScratch& S, uint64_t seed, const fl
       const __m128i o = _mm_madd_epi16(_mm_unpacklo_epi16(pw, _mm_srli_si128(pw, 8)), c81);
       _mm_store_si128(reinterpret_cast<__m128i*>(ix), o);
       if (__builtin_expect(two, 1)) {
-        w.add(T.ocode[ix[0]], T.olen[ix[0]]);
-        w.add(T.ocode[ix[1]], T.olen[ix[1]]);
+        w.add(T.code[ix[0]], T.len[ix[0]]);
+        w.add(T.code[ix[1]], T.len[ix[1]]);
         w.flush_nc();
-        w.add(T.ocode[ix[2]], T.olen[ix[2]]);
-        w.add(T.ocode[ix[3]], T.olen[ix[3]]);
+        w.add(T.code[ix[2]], T.len[ix[2]]);
+        w.add(T.code[ix[3]], T.len[ix[3]]);
         w.flush_nc();
       } else {
         for (int h = 0; h < 4; ++h) {
-          w.add(T.ocode[ix[h]], T.olen[ix[h]]);
+          w.add(T.code[ix[h]], T.len[ix[h]]);
           w.flush_nc();
         }
       }
@@ -628,12 +669,14 @@ GZ_AVX2 void gamma_bucket_big(BitOut& w, EncScratch& S, uint64_t seed, const flo
 // SMALL (s <= 4): run and value from one table entry when the run is < 64.
 template <bool SMALL, int MODE>
 GZ_AVX2 void sparse_bucket(BitOut& wr, EncScratch& S, uint64_t seed, const float* x, uint64_t g, uint64_t m,
-                           uint64_t limit, const QK& k, const GroupTabs& T, const uint32_t* srun,
+                           uint64_t limit, const QK& k, const SparseTabs& T, const uint32_t* srun,
                            const uint32_t* val) {
   const uint16_t* nu = uniforms(S, seed, g, m, limit);
   BitOut w = wr;
   uint64_t np = 0;
   const __m256i two = _mm256_set1_epi8(2), one = _mm256_set1_epi8(1);
+  const __m128i eight = _mm_set1_epi16(8);
+  __m128i base = _mm_setzero_si128();  // element index of the current byte of the mask (i + 8 q)
   for (uint64_t i = 0; i < m; i += 32) {
     const uint64_t cnt = std::min<uint64_t>(32, m - i);
     const __m256i kv = codes32<MODE>(x + i, cnt, nu + i, k);
@@ -649,14 +692,16 @@ GZ_AVX2 void sparse_bucket(BitOut& wr, EncScratch& S, uint64_t seed, const float
     for (int q = 0; q < 4; ++q) {
       const uint32_t mb = (mask >> (8 * q)) & 0xFF;
       const __m128i p8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(T.lpos[mb]));
-      const __m128i p16 = _mm_add_epi16(_mm_cvtepu8_epi16(p8), _mm_set1_epi16(int16_t(i + 8 * q)));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(S.pos + np), p16);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(S.pos + np), _mm_add_epi16(_mm_cvtepu8_epi16(p8), base));
+      base = _mm_add_epi16(base, eight);
       np += uint64_t(__builtin_popcount(mb));
     }
   }
   w.put_gamma(np + 1);
+  // one flush per two non-zeros (entries <= 19 bits for s <= 4, run <= 13 + value <= 14 bits otherwise: 2 * 27 + 7
+  // <= 63); a run >= 64 takes the general path (flushes first)
   uint64_t last = 0;
-  for (uint64_t j = 0; j < np; ++j) {
+  auto emit = [&](uint64_t j) __attribute__((target("avx2,bmi2"), always_inline)) {
     const uint64_t pos = S.pos[j];
     const uint64_t r = pos - last;
     last = pos + 1;
@@ -669,9 +714,19 @@ GZ_AVX2 void sparse_bucket(BitOut& wr, EncScratch& S, uint64_t seed, const float
         w.add_e(val[kk]);
       }
     } else {
+      w.flush();
       w.put_gamma(r + 1);
       w.add_e(val[kk]);
     }
+  };
+  uint64_t j = 0;
+  for (; j + 2 <= np; j += 2) {
+    emit(j);
+    emit(j + 1);
+    w.flush();
+  }
+  if (j < np) {
+    emit(j);
     w.flush();
   }
   wr = w;
@@ -703,10 +758,14 @@ GZ_AVX2 void sparse_bucket_big(BitOut& w, EncScratch& S, uint64_t seed, const fl
 
 // What the AVX2 encoder of one encode call uses (read-only, shared by the threads).
 struct EncTabs {
-  const GroupTabs* T;
+  const OctTab* oct;
+  const SparseTabs* sp;
+  const uint32_t* quad;  // s <= 4
+  const uint32_t* pair;  // s <= 15
+  const uint32_t* srun;  // sparse, s <= 4
   const CodeTab* tab;  // gamma, s <= 4096 (s > 127 path)
-  uint32_t one[256];   // gamma, s <= 127: entry per k
-  uint32_t val[256];   // sparse, s <= 127: value code per k
+  const uint32_t* one;  // gamma: entry per k (s <= 127)
+  const uint32_t* val;  // sparse: value code per k (s <= 127)
 };
 
 enum { C_QUAD, C_PAIR, C_ONE, C_GBIG, C_SSMALL, C_SBYTES, C_SBIG, C_GBIN };
@@ -717,13 +776,13 @@ GZ_AVX2 void code_bucket(int kind, BitOut& w, EncScratch& S, const Geom& g, uint
                          std::vector<uint32_t>& big_codes) {
   const uint32_t B = 2 * g.s + 1;
   switch (kind) {
-    case C_QUAD: gamma_bucket<4, MODE>(w, S, seed, v, b0, m, limit, k, B, et.T->quad[g.s].data(), et.one); break;
-    case C_PAIR: gamma_bucket<2, MODE>(w, S, seed, v, b0, m, limit, k, B, et.T->pair[g.s].data(), et.one); break;
+    case C_QUAD: gamma_bucket<4, MODE>(w, S, seed, v, b0, m, limit, k, B, et.quad, et.one); break;
+    case C_PAIR: gamma_bucket<2, MODE>(w, S, seed, v, b0, m, limit, k, B, et.pair, et.one); break;
     case C_ONE: gamma_bucket<1, MODE>(w, S, seed, v, b0, m, limit, k, B, nullptr, et.one); break;
     case C_GBIG: gamma_bucket_big<MODE>(w, S, seed, v, b0, m, limit, k, et.tab); break;
-    case C_GBIN: gamma_bucket_bin<MODE>(w, S, seed, v, b0, m, limit, k, *et.T, et.one); break;
-    case C_SSMALL: sparse_bucket<true, MODE>(w, S, seed, v, b0, m, limit, k, *et.T, et.T->srun[g.s].data(), et.val); break;
-    case C_SBYTES: sparse_bucket<false, MODE>(w, S, seed, v, b0, m, limit, k, *et.T, nullptr, et.val); break;
+    case C_GBIN: gamma_bucket_bin<MODE>(w, S, seed, v, b0, m, limit, k, *et.oct, et.one); break;
+    case C_SSMALL: sparse_bucket<true, MODE>(w, S, seed, v, b0, m, limit, k, *et.sp, et.srun, et.val); break;
+    case C_SBYTES: sparse_bucket<false, MODE>(w, S, seed, v, b0, m, limit, k, *et.sp, nullptr, et.val); break;
     default: sparse_bucket_big<MODE>(w, S, seed, v, b0, m, limit, k, big_codes); break;
   }
 }
@@ -1435,14 +1494,22 @@ uint64_t qsgd_var_encode(EncodeArgs& a) {
   const bool use_tab = !g.sparse && g.s <= 4096;
   if (use_tab && (a.scalar || g.s > 127)) build_gamma_tab(g.s, tab);
   EncTabs et;
-  et.T = nullptr;
+  et.oct = nullptr;
+  et.sp = nullptr;
+  et.quad = et.pair = et.srun = nullptr;
+  et.one = et.val = nullptr;
   et.tab = use_tab ? &tab : nullptr;
   if (!a.scalar) {
-    et.T = &group_tabs();
-    for (uint32_t k = 0; k < 256; ++k) {
-      et.one[k] = gamma_k_entry(k);
-      et.val[k] = k <= 2 * g.s + 1 ? sparse_k_entry(k) : 0;
+    if (!g.sparse) {
+      et.oct = &oct_tab();
+      if (g.s <= 4) et.quad = quad_tab(g.s).data();
+      else if (g.s <= 15) et.pair = pair_tab(g.s).data();
+    } else {
+      et.sp = &sparse_tabs();
+      if (g.s <= 4) et.srun = srun_tab(g.s).data();
     }
+    et.one = k_tabs().one;
+    et.val = k_tabs().val;
   }
   // One range of whole chunks per thread, written back to back from the range's first slot (a range never writes
   // past the next range's first slot: the chunks' bounds add up); then the ranges after the first move left.
