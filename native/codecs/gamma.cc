@@ -3,9 +3,11 @@
 // (core/quant_ref.h): for the same input and seed the three codings carry the same zeta and signs, only the
 // way they are written differs, so their decodes are bit-identical.
 //
-// Encoder: chunks of E elements (a whole number of buckets) are encoded independently, in parallel, each into
-// its own max-size slot of the payload region; then the chunks are compacted left with memmove and chunk_lens
-// is filled. One fused pass per bucket: norm, uniforms, quantize, code.
+// Encoder: chunks of E elements (a whole number of buckets) are encoded independently; each thread takes one
+// range of whole chunks and writes them back to back from the range's first max-size slot (a chunk never
+// exceeds its bound, so a range never reaches the next one); then the ranges after the first are moved left and
+// chunk_lens is filled (bytes never depend on the thread count). One fused pass per bucket: norm, uniforms,
+// quantize, code (AVX2 details at "AVX2 encoder").
 // Decoder: chunk-parallel; every read is bounds-checked against its chunk (bitio.h).
 #include <immintrin.h>
 
