@@ -3,9 +3,11 @@
 // (core/quant_ref.h): for the same input and seed the three codings carry the same zeta and signs, only the
 // way they are written differs, so their decodes are bit-identical.
 //
-// Encoder: chunks of E elements (a whole number of buckets) are encoded independently, in parallel, each into
-// its own max-size slot of the payload region; then the chunks are compacted left with memmove and chunk_lens
-// is filled. One fused pass per bucket: norm, uniforms, quantize, code.
+// Encoder: chunks of E elements (a whole number of buckets) are encoded independently; each thread takes one
+// range of whole chunks and writes them back to back from the range's first max-size slot (a chunk never
+// exceeds its bound, so a range never reaches the next one); then the ranges after the first are moved left and
+// chunk_lens is filled (bytes never depend on the thread count). One fused pass per bucket: norm, uniforms,
+// quantize, code (AVX2 details at "AVX2 encoder").
 // Decoder: chunk-parallel; every read is bounds-checked against its chunk (bitio.h).
 #include <immintrin.h>
 
@@ -105,18 +107,6 @@ void build_gamma_tab(uint32_t s, CodeTab& t) {
     }
 }
 
-// sparse: code of (zeta, sign) after the run: Elias-gamma(zeta) then the sign bit (zeta >= 1).
-void build_sparse_tab(uint32_t s, CodeTab& t) {
-  t.code.assign(2 * (size_t(s) + 1), 0);
-  t.len.assign(2 * (size_t(s) + 1), 0);
-  for (uint32_t z = 1; z <= s; ++z)
-    for (uint32_t sg = 0; sg < 2; ++sg) {
-      const int N = floor_log2_u64(z);
-      t.code[2 * z + sg] = gamma_code(z, N) | (uint64_t(sg) << (2 * N + 1));
-      t.len[2 * z + sg] = uint8_t(2 * N + 2);
-    }
-}
-
 uint64_t encode_chunk(const Geom& g, uint64_t seed, const float* x, uint64_t c, uint8_t* dst, uint64_t cap,
                       const CodeTab* tab) {
   const uint64_t lo = c * g.E, hi = std::min(g.n, lo + g.E);
@@ -179,15 +169,27 @@ uint64_t encode_chunk(const Geom& g, uint64_t seed, const float* x, uint64_t c, 
 }
 
 // ---------------------------------------------------------------- AVX2 encoder
-// Same arithmetic as the scalar path (bit-identical, checked by the tests): the 32 norm lanes are four 8-lane
-// registers, the uniforms come from philox_blocks_avx2, the quantizer is t = trunc(min(|x|*c*r65536, s65536))
-// in one conversion. Codes are first written per element as k = 2*zeta + sign (bytes when s <= 127), then coded:
-//  gamma, s <= 7: pshufb tables give each element's code byte and its bit mask (the code length), and pext packs
-//                 eight (s <= 4) or four codes into one put of the bit writer;
-//  gamma, other s: a (code, length) table per k, or Elias-gamma computed with lzcnt when s > 4096;
-//  sparse:        a movemask of the non-zero codes; runs from the bit positions.
+// Same arithmetic as the scalar path (bit-identical, checked by the tests). Per bucket, while it sits in L1: the
+// max (+ the non-finite check, + a prefetch of the bucket two ahead), the l2 norm in the 32-lane order, then one pass
+// that quantizes 32 elements at a time and codes them straight from the registers:
+//  - uniforms: 65535 - u from philox_blocks_not_avx2 (the fixed coding's one-conversion quantizer:
+//    zeta = (trunc(min(|x|*c*r65536, s65536)) + 65535 - u) >> 16); c and the clamp are skipped for buckets where
+//    they are the identity (c = 1 and amax*r65536 <= s65536, see Q_FAST);
+//  - codes k = 2*zeta + sign as 32 bytes (s <= 127; packs keep 4-element groups: byte 4q + e of the low half is
+//    element 8q + e, of the high half element 8q + 4 + e);
+//  - gamma: the codes of 4 elements (s <= 4), 2 elements (s <= 15) or 1 element (s <= 127) index a table of
+//    (code, length); the index is built in the vector unit (maddubs/madd in base 2s+1 of k' = k - (k > 0)), the
+//    codes go into a 64-bit bit accumulator with scalar shifts (the vector shift pipe is Philox's), one unaligned
+//    8-byte store per 8 elements (no pext: microcoded on Zen 1; no variable vector shifts);
+//  - sparse: the codes in element order go to a scratch line, the non-zero positions are left-packed with a
+//    256-entry table per 8 elements (no data-dependent branch per element), then each non-zero writes its run and
+//    its value code from one table entry.
+// Chunks are written back to back by their range's thread: one range per thread, the ranges after the first are
+// moved left at the end (the only copy of packet bytes).
 
-constexpr uint64_t kPiece = 2048;  // elements quantized per step (multiple of 32)
+constexpr uint64_t kPiece = 2048;  // elements per Philox batch (multiple of 32)
+
+#define GZ_ENC_INL GZ_AVX2 inline __attribute__((always_inline))
 
 GZ_AVX2 inline uint32_t hmax_epu32(__m256i v) {
   __m128i m = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -203,11 +205,16 @@ GZ_AVX2 inline __m256 load_n(const float* p, uint64_t cnt) {
   if (cnt == 0) return _mm256_setzero_ps();
   return _mm256_maskload_ps(p, tail_mask(cnt));
 }
-GZ_AVX2 uint32_t amax_avx2(const float* v, uint64_t m) {
+// max |bits| over v[0..m); also prefetches pf[0..pm) (one line per 16 floats) inside the loop.
+GZ_AVX2 uint32_t amax_avx2(const float* v, uint64_t m, const float* pf, uint64_t pm) {
   const __m256i abs = _mm256_set1_epi32(0x7FFFFFFF);
   __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
   uint64_t i = 0;
   for (; i + 32 <= m; i += 32) {
+    if (i < pm) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf + i), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(pf + i + 16), _MM_HINT_T0);
+    }
     a0 = _mm256_max_epu32(a0, _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(v + i)), abs));
     a1 = _mm256_max_epu32(a1, _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(v + i + 8)), abs));
     a2 = _mm256_max_epu32(a2, _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(v + i + 16)), abs));
@@ -216,7 +223,7 @@ GZ_AVX2 uint32_t amax_avx2(const float* v, uint64_t m) {
   for (; i < m; i += 8) a0 = _mm256_max_epu32(a0, _mm256_and_si256(_mm256_castps_si256(load_n(v + i, m - i)), abs));
   return hmax_epu32(_mm256_max_epu32(_mm256_max_epu32(a0, a1), _mm256_max_epu32(a2, a3)));
 }
-// l2 norm of FORMAT section 2 given amax (> 0, finite).
+// l2 norm of FORMAT section 2 given amax (> 0, finite). No |.|: (x*f)^2 and (|x|*f)^2 are the same bits.
 GZ_AVX2 float l2_avx2(const float* v, uint64_t m, uint32_t amax) {
   const int e = ref::floor_log2(ref::u2f(amax));
   const int ne = -e;
@@ -224,22 +231,28 @@ GZ_AVX2 float l2_avx2(const float* v, uint64_t m, uint32_t amax) {
   bool two = false;
   if (ne >= -126 && ne <= 127) f1 = ref::pow2f(ne);
   else { const int e1 = ne < 0 ? -126 : 127; f1 = ref::pow2f(e1); f2 = ref::pow2f(ne - e1); two = true; }
-  const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   const __m256 F1 = _mm256_set1_ps(f1), F2 = _mm256_set1_ps(f2);
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   uint64_t i = 0;
-  for (; i + 32 <= m; i += 32)
-    for (int k = 0; k < 4; ++k) {
-      __m256 y = _mm256_mul_ps(_mm256_and_ps(_mm256_loadu_ps(v + i + 8 * k), absm), F1);
-      if (two) y = _mm256_mul_ps(y, F2);
-      acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(y, y));
-    }
+  if (!two) {
+    for (; i + 32 <= m; i += 32)
+      for (int k = 0; k < 4; ++k) {
+        const __m256 y = _mm256_mul_ps(_mm256_loadu_ps(v + i + 8 * k), F1);
+        acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(y, y));
+      }
+  } else {
+    for (; i + 32 <= m; i += 32)
+      for (int k = 0; k < 4; ++k) {
+        const __m256 y = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(v + i + 8 * k), F1), F2);
+        acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(y, y));
+      }
+  }
   if (i < m) {
     const uint64_t r = m - i;
     for (int k = 0; k < 4; ++k) {
       const uint64_t cnt = r > uint64_t(8 * k) ? std::min<uint64_t>(8, r - 8 * k) : 0;
       if (!cnt) break;
-      __m256 y = _mm256_mul_ps(_mm256_and_ps(load_n(v + i + 8 * k, cnt), absm), F1);
+      __m256 y = _mm256_mul_ps(load_n(v + i + 8 * k, cnt), F1);
       if (two) y = _mm256_mul_ps(y, F2);
       acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(y, y));
     }
@@ -252,235 +265,580 @@ GZ_AVX2 float l2_avx2(const float* v, uint64_t m, uint32_t amax) {
   return ref::mul_pow2(std::sqrt(_mm_cvtss_f32(q)), e);
 }
 
+// Quantizer modes. Q_FAST: c = 1 and (amax*r65536 <= s65536), so the multiply by c and the clamp are identities
+// (the products are monotone in |x| <= amax), and s < 32768. Q_GEN: any bucket with s < 32768. Q_BIG: s >= 32768
+// (t may reach 2^31: unsigned conversion).
+enum { Q_FAST = 0, Q_GEN = 1, Q_BIG = 2 };
+
 struct QK {
   __m256 c, r, s;
 };
 
-// k = 2*zeta + sign of 8 elements (lanes >= cnt give 0). u: their 16-bit uniforms.
-template <bool BIG>
-GZ_AVX2 inline __m256i codes8(const float* x, uint64_t cnt, const uint16_t* u, const QK& k) {
-  const __m256 xv = load_n(x, cnt);
+// zeta of 8 elements (32-bit lanes; zero lanes give zeta 0 whatever nu). nu: 8 complemented uniforms 65535 - u.
+// t = trunc(min(|x|*c*r65536, s65536)) = 65536*l + T; (t + 65535 - u) >> 16 = l + (T > u), the reference's
+// (t >> 16) + (u < (t & 0xFFFF)); t <= 65535*65536, so the 32-bit sum cannot wrap.
+template <int MODE>
+GZ_ENC_INL __m256i zeta8(__m256 xv, const uint16_t* nu, const QK& k) {
   const __m256 ax = _mm256_and_ps(xv, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)));
-  const __m256 a = _mm256_min_ps(_mm256_mul_ps(_mm256_mul_ps(ax, k.c), k.r), k.s);
   __m256i t;
-  if (BIG) {  // s * 65536 >= 2^31: unsigned conversion
-    const __m256 two31 = _mm256_set1_ps(2147483648.f);
-    const __m256 big = _mm256_cmp_ps(a, two31, _CMP_GE_OQ);
-    t = _mm256_cvttps_epi32(_mm256_sub_ps(a, _mm256_and_ps(big, two31)));
-    t = _mm256_xor_si256(t, _mm256_and_si256(_mm256_castps_si256(big), _mm256_set1_epi32(int(0x80000000u))));
+  if (MODE == Q_FAST) {
+    t = _mm256_cvttps_epi32(_mm256_mul_ps(ax, k.r));
   } else {
-    t = _mm256_cvttps_epi32(a);
+    const __m256 a = _mm256_min_ps(_mm256_mul_ps(_mm256_mul_ps(ax, k.c), k.r), k.s);
+    if (MODE == Q_BIG) {
+      const __m256 two31 = _mm256_set1_ps(2147483648.f);
+      const __m256 big = _mm256_cmp_ps(a, two31, _CMP_GE_OQ);
+      t = _mm256_cvttps_epi32(_mm256_sub_ps(a, _mm256_and_ps(big, two31)));
+      t = _mm256_xor_si256(t, _mm256_and_si256(_mm256_castps_si256(big), _mm256_set1_epi32(int(0x80000000u))));
+    } else {
+      t = _mm256_cvttps_epi32(a);
+    }
   }
-  const __m256i lvl = _mm256_srli_epi32(t, 16);
-  const __m256i T = _mm256_and_si256(t, _mm256_set1_epi32(0xFFFF));
-  const __m256i uv = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u)));
-  const __m256i z = _mm256_sub_epi32(lvl, _mm256_cmpgt_epi32(T, uv));
-  const __m256i nz = _mm256_cmpgt_epi32(z, _mm256_setzero_si256());
-  const __m256i sg = _mm256_srli_epi32(_mm256_and_si256(_mm256_castps_si256(xv), nz), 31);
-  return _mm256_or_si256(_mm256_slli_epi32(z, 1), sg);
+  const __m256i uv = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(nu)));
+  return _mm256_srli_epi32(_mm256_add_epi32(t, uv), 16);
+}
+
+// Loads the 32 (cnt < 32: cnt, zeros after) elements at x.
+GZ_ENC_INL void load32(const float* x, uint64_t cnt, __m256* xv) {
+  if (cnt >= 32) {
+    for (int q = 0; q < 4; ++q) xv[q] = _mm256_loadu_ps(x + 8 * q);
+  } else {
+    for (int q = 0; q < 4; ++q) {
+      const uint64_t cq = cnt > uint64_t(8 * q) ? std::min<uint64_t>(8, cnt - 8 * q) : 0;
+      xv[q] = load_n(x + 8 * q, cq);
+    }
+  }
+}
+
+// Codes k = 2*zeta + sign of 32 elements as bytes in pack order (zeta <= 127; lanes past cnt give 0). Sign: packs
+// keeps the sign of the float bits (only +0.0 packs to 0); sign_epi8 negates zeta where x < 0, so "negative" =
+// (x < 0 and zeta > 0), the reference's sign bit (-0.0 and zeros have zeta 0).
+template <int MODE>
+GZ_ENC_INL __m256i codes32(const float* x, uint64_t cnt, const uint16_t* nu, const QK& k) {
+  __m256 xv[4];
+  load32(x, cnt, xv);
+  __m256i z[4];
+  for (int q = 0; q < 4; ++q) z[q] = zeta8<MODE>(xv[q], nu + 8 * q, k);
+  const __m256i zb = _mm256_packus_epi16(_mm256_packs_epi32(z[0], z[1]), _mm256_packs_epi32(z[2], z[3]));
+  const __m256i sb = _mm256_packs_epi16(_mm256_packs_epi32(_mm256_castps_si256(xv[0]), _mm256_castps_si256(xv[1])),
+                                        _mm256_packs_epi32(_mm256_castps_si256(xv[2]), _mm256_castps_si256(xv[3])));
+  const __m256i neg = _mm256_cmpgt_epi8(_mm256_setzero_si256(), _mm256_sign_epi8(zb, sb));
+  return _mm256_sub_epi8(_mm256_add_epi8(zb, zb), neg);
+}
+
+// Pack order -> element order (elements 0..15, 16..31): the 4-element groups of the two halves interleave.
+GZ_ENC_INL void to_elem_order(__m256i kb, __m128i* e0, __m128i* e1) {
+  const __m128i lo = _mm256_castsi256_si128(kb), hi = _mm256_extracti128_si256(kb, 1);
+  *e0 = _mm_unpacklo_epi32(lo, hi);
+  *e1 = _mm_unpackhi_epi32(lo, hi);
+}
+
+// Bit writer for the encoder: acc holds nb pending bits (nb < 8 after a flush) that start at byte p; add() appends
+// without touching memory (the caller keeps nb + the added lengths <= 64), flush() stores the 8 bytes at p and
+// advances. Stores are cut at `end` (nothing the caller writes lies past it; bytes past the written bits are zero
+// and are overwritten by what follows).
+// (Out of line and by value: the members of a BitOut must not have their address taken.)
+__attribute__((noinline)) void store_cut(uint8_t* p, uint8_t* end, uint64_t v) {
+  if (p < end) std::memcpy(p, &v, size_t(end - p));
+}
+
+struct BitOut {
+  uint8_t* p;
+  uint8_t* end;
+  uint64_t acc = 0;
+  uint64_t nb = 0;
+  BitOut(uint8_t* s, uint8_t* e) : p(s), end(e) {}
+  __attribute__((always_inline)) inline void add(uint64_t code, uint64_t len) {
+    acc |= code << nb;
+    nb += len;
+  }
+  __attribute__((always_inline)) inline void flush() {
+    if (__builtin_expect(end - p >= 8, 1)) store_u64le(p, acc);
+    else store_cut(p, end, acc);
+    p += nb >> 3;
+    acc >>= (nb & 56);
+    nb &= 7;
+  }
+  __attribute__((always_inline)) inline void flush_nc() {  // the caller checked end - p >= 8
+    store_u64le(p, acc);
+    p += nb >> 3;
+    acc >>= (nb & 56);
+    nb &= 7;
+  }
+  __attribute__((always_inline)) inline void put(uint64_t code, unsigned len) {  // len <= 56
+    add(code, len);
+    flush();
+  }
+  __attribute__((always_inline)) inline void put_gamma(uint64_t x) {  // 1 <= x < 2^63
+    const int N = floor_log2_u64(x);
+    if (N <= 27) put(gamma_code(x, N), unsigned(2 * N + 1));
+    else { put(uint64_t(1) << N, unsigned(N + 1)); put(x & ((uint64_t(1) << N) - 1), unsigned(N)); }
+  }
+  __attribute__((always_inline)) inline void add_e(uint32_t e) { add(e & 0x7FFFFFFu, e >> 27); }  // table entry: code | length << 27
+  // (The hot loops work on a local copy: stores through p could alias the members of a referenced BitOut.)
+};
+
+inline uint32_t tab_entry(uint64_t code, unsigned len) { return uint32_t(code) | (uint32_t(len) << 27); }
+
+// gamma code (with the sign bit) of k = 2*zeta + sign, and the sparse value code (zeta >= 1).
+inline uint32_t gamma_k_entry(uint32_t k) {
+  const uint32_t z = k >> 1, sg = k & 1;
+  const int N = floor_log2_u64(uint64_t(z) + 1);
+  uint64_t c = gamma_code(uint64_t(z) + 1, N);
+  unsigned l = unsigned(2 * N + 1);
+  if (z) { c |= uint64_t(sg) << l; ++l; }
+  return tab_entry(c, l);
+}
+inline uint32_t sparse_k_entry(uint32_t k) {
+  const uint32_t z = k >> 1, sg = k & 1;
+  if (!z) return 0;
+  const int N = floor_log2_u64(z);
+  return tab_entry(gamma_code(z, N) | (uint64_t(sg) << (2 * N + 1)), unsigned(2 * N + 2));
+}
+
+// Tables indexed by the symbols k' = k - (k > 0) in 0..2s (k = 1 never occurs), built on first use (per s).
+inline uint32_t sym_k(uint32_t kp) { return kp ? kp + 1 : 0; }
+inline uint32_t cat_entry(uint32_t e0, uint32_t e1) {  // code of e0 then e1 (lengths add up to <= 27... callers)
+  const unsigned l0 = e0 >> 27, l1 = e1 >> 27;
+  return tab_entry((e0 & 0x7FFFFFFu) | (uint64_t(e1 & 0x7FFFFFFu) << l0), l0 + l1);
+}
+
+// One table per s in 1..15, built once by build(s).
+template <class F>
+const std::vector<uint32_t>& per_s(std::vector<uint32_t>* tabs, std::once_flag* once, uint32_t s, F build) {
+  std::call_once(once[s], [&] { tabs[s] = build(s); });
+  return tabs[s];
+}
+
+// gamma, s <= 15: pairs, index k'0 + B k'1 (B = 2s + 1), code <= 20 bits.
+const std::vector<uint32_t>& pair_tab(uint32_t s) {
+  static std::vector<uint32_t> tabs[16];
+  static std::once_flag once[16];
+  return per_s(tabs, once, s, [](uint32_t ss) {
+    const uint32_t B = 2 * ss + 1;
+    std::vector<uint32_t> t(B * B);
+    for (uint32_t a = 0; a < B; ++a)
+      for (uint32_t b = 0; b < B; ++b) t[a + B * b] = cat_entry(gamma_k_entry(sym_k(a)), gamma_k_entry(sym_k(b)));
+    return t;
+  });
+}
+// gamma, s <= 4: quads, index p0 + B^2 p1 (pairs p0, p1), code <= 24 bits.
+const std::vector<uint32_t>& quad_tab(uint32_t s) {
+  static std::vector<uint32_t> tabs[5];
+  static std::once_flag once[5];
+  return per_s(tabs, once, s, [](uint32_t ss) {
+    const std::vector<uint32_t>& p = pair_tab(ss);
+    const uint32_t B2 = (2 * ss + 1) * (2 * ss + 1);
+    std::vector<uint32_t> t(B2 * B2);
+    for (uint32_t p1 = 0; p1 < B2; ++p1)
+      for (uint32_t p0 = 0; p0 < B2; ++p0) t[p0 + B2 * p1] = cat_entry(p[p0], p[p1]);
+    return t;
+  });
+}
+// gamma, zeta <= 1 (any s): 8 symbols k' in {0, 1, 2}, index q0 + 81 q1 (base-3 quads), code <= 32 bits.
+struct OctTab {
+  uint32_t code[6561];
+  uint8_t len[6561];
+};
+const OctTab& oct_tab() {
+  static const OctTab* T = [] {
+    OctTab* t = new OctTab;
+    const std::vector<uint32_t>& q = quad_tab(1);  // s = 1: exactly the symbols {0, 1, 2}
+    for (uint32_t q1 = 0; q1 < 81; ++q1)
+      for (uint32_t q0 = 0; q0 < 81; ++q0) {
+        const unsigned l0 = q[q0] >> 27;
+        t->code[q0 + 81 * q1] = uint32_t((q[q0] & 0x7FFFFFFu) | (uint64_t(q[q1] & 0x7FFFFFFu) << l0));
+        t->len[q0 + 81 * q1] = uint8_t(l0 + (q[q1] >> 27));
+      }
+    return t;
+  }();
+  return *T;
+}
+// Per code byte k = 2 zeta + sign (zeta <= 127): the gamma code, the sparse value code (zeta >= 1).
+struct KTabs {
+  uint32_t one[256], val[256];
+};
+const KTabs& k_tabs() {
+  static const KTabs* T = [] {
+    KTabs* t = new KTabs;
+    for (uint32_t k = 0; k < 256; ++k) {
+      t->one[k] = gamma_k_entry(k);
+      t->val[k] = sparse_k_entry(k);
+    }
+    return t;
+  }();
+  return *T;
+}
+// sparse: gamma(r + 1) for r < 64, and the positions of the set bits of a byte, left-packed.
+struct SparseTabs {
+  uint32_t run[64];
+  uint8_t lpos[256][8];
+};
+const SparseTabs& sparse_tabs() {
+  static const SparseTabs* T = [] {
+    SparseTabs* t = new SparseTabs;
+    for (uint32_t r = 0; r < 64; ++r) t->run[r] = tab_entry(gamma_code(r + 1, floor_log2_u64(r + 1)), unsigned(gamma_len(r + 1)));
+    for (uint32_t b = 0; b < 256; ++b) {
+      int n = 0;
+      for (uint32_t i = 0; i < 8; ++i) t->lpos[b][i] = 0;
+      for (uint32_t i = 0; i < 8; ++i)
+        if (b >> i & 1) t->lpos[b][n++] = uint8_t(i);
+    }
+    return t;
+  }();
+  return *T;
+}
+// sparse, s <= 4: run r < 64 then the value code of k, index 16 r + k, code <= 13 + 6 bits.
+const std::vector<uint32_t>& srun_tab(uint32_t s) {
+  static std::vector<uint32_t> tabs[5];
+  static std::once_flag once[5];
+  return per_s(tabs, once, s, [](uint32_t ss) {
+    const SparseTabs& T = sparse_tabs();
+    std::vector<uint32_t> t(64 * 16, 0);
+    for (uint32_t r = 0; r < 64; ++r)
+      for (uint32_t k = 2; k <= 2 * ss + 1; ++k) t[16 * r + k] = cat_entry(T.run[r], sparse_k_entry(k));
+    return t;
+  });
 }
 
 // Per-thread scratch of the AVX2 encoder.
 struct EncScratch {
-  alignas(32) uint16_t u[kPiece + 64];
-  alignas(32) uint8_t k8[kPiece + 64];
-  alignas(32) uint32_t k32[kPiece + 64];
-  uint64_t ulo = 1, uhi = 0;  // uniforms cached for elements [ulo, uhi)
+  alignas(32) uint16_t nu[kPiece + 64];   // complemented uniforms of elements [ulo, uhi)
+  alignas(32) uint8_t k8[kPiece + 64];    // sparse: codes of a bucket, element order
+  alignas(32) uint16_t pos[kPiece + 64];  // sparse: positions of its non-zeros
+  alignas(32) uint32_t k32[kPiece + 64];  // s > 127: codes of a piece
+  uint64_t ulo = 1, uhi = 0;
 };
 
-// Uniforms of elements [g, g + len) (len <= kPiece): pointer into the cache.
+// Complemented uniforms of elements [g, g + len) (len <= kPiece): pointer into the cache (with >= 32 readable
+// entries past g + len).
 GZ_AVX2 inline const uint16_t* uniforms(EncScratch& S, uint64_t seed, uint64_t g, uint64_t len, uint64_t limit) {
   if (!(g >= S.ulo && g + len <= S.uhi)) {
     const uint64_t b0 = g >> 3;
     const uint64_t end = std::min(limit, (b0 << 3) + kPiece);  // <= kPiece elements from the block start
     const uint64_t nblk = (std::max(end, g + len) - (b0 << 3) + 7) >> 3;
-    philox_blocks_avx2(seed, b0, nblk, reinterpret_cast<uint32_t*>(S.u));
+    philox_blocks_not_avx2(seed, b0, nblk, reinterpret_cast<uint32_t*>(S.nu));
     S.ulo = b0 << 3;
     S.uhi = S.ulo + nblk * 8;
   }
-  return S.u + (g - S.ulo);
+  return S.nu + (g - S.ulo);
 }
 
-// Codes k of m elements starting at global index g into S.k8 (BYTES) or S.k32; returns the count of non-zeros.
-template <bool BYTES, bool BIG>
-GZ_AVX2 uint64_t piece_codes(EncScratch& S, uint64_t seed, const float* x, uint64_t g, uint64_t m, uint64_t limit,
-                             const QK& k) {
-  const uint16_t* u = uniforms(S, seed, g, m, limit);
-  uint64_t nnz = 0;
-  for (uint64_t i = 0; i < m; i += 32) {
-    const uint64_t cnt = std::min<uint64_t>(32, m - i);
-    __m256i cd[4];
-    for (int q = 0; q < 4; ++q) {
-      const uint64_t cq = cnt > uint64_t(8 * q) ? std::min<uint64_t>(8, cnt - 8 * q) : 0;
-      cd[q] = codes8<BIG>(x + i + 8 * q, cq, u + i + 8 * q, k);
-    }
-    if (BYTES) {
-      __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(cd[0], cd[1]), _mm256_packs_epi32(cd[2], cd[3]));
-      b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(S.k8 + i), b);
-      const __m256i nzb = _mm256_cmpgt_epi8(_mm256_min_epu8(b, _mm256_set1_epi8(2)), _mm256_set1_epi8(1));
-      nnz += uint64_t(__builtin_popcount(uint32_t(_mm256_movemask_epi8(nzb))));
-    } else {
-      for (int q = 0; q < 4; ++q) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(S.k32 + i + 8 * q), cd[q]);
-        const __m256i nz = _mm256_cmpgt_epi32(cd[q], _mm256_set1_epi32(1));
-        nnz += uint64_t(__builtin_popcount(uint32_t(_mm256_movemask_ps(_mm256_castsi256_ps(nz)))));
+// Elements of a 32-group in element order as bytes (also for the tails of the table coders).
+GZ_ENC_INL void store_elem_order(uint8_t* dst, __m256i kb) {
+  __m128i e0, e1;
+  to_elem_order(kb, &e0, &e1);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), e0);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 16), e1);
+}
+
+GZ_ENC_INL void put_singles(BitOut& w, const uint8_t* kb, uint64_t cnt, const uint32_t* one) {
+  for (uint64_t e = 0; e < cnt; ++e) {
+    w.add_e(one[kb[e]]);  // <= 16 bits (s <= 127): three per flush
+    if (e % 3 == 2) w.flush();
+  }
+  w.flush();
+}
+
+// gamma, s <= 4 (GROUP 4) or s <= 15 (GROUP 2) or s <= 127 (GROUP 1): m elements of one bucket from global index g.
+template <int GROUP, int MODE>
+GZ_AVX2 void gamma_bucket(BitOut& wr, EncScratch& S, uint64_t seed, const float* x, uint64_t g, uint64_t m,
+                          uint64_t limit, const QK& k, uint32_t B, const uint32_t* tab, const uint32_t* one) {
+  BitOut w = wr;
+  const __m256i cB = _mm256_set1_epi16(int16_t(1 | (B << 8)));
+  const __m256i cB2 = _mm256_set1_epi32(int(1u | ((B * B) << 16)));
+  alignas(32) uint32_t ix[8];
+  alignas(32) uint8_t kb[32];
+  for (uint64_t off = 0; off < m; off += kPiece) {
+    const uint64_t len = std::min(kPiece, m - off);
+    const uint16_t* nu = uniforms(S, seed, g + off, len, limit);
+    const float* xp = x + off;
+    for (uint64_t i = 0; i < len; i += 32) {
+      const uint64_t cnt = std::min<uint64_t>(32, len - i);
+      const __m256i kv = codes32<MODE>(xp + i, cnt, nu + i, k);
+      if (GROUP == 1 || cnt < 32) {
+        store_elem_order(kb, kv);
+        put_singles(w, kb, cnt, one);
+        continue;
       }
-    }
-  }
-  return nnz;
-}
-
-// Packs 8 codes (32-bit lanes: code C, length L; C < 2^L) into one or two puts, without pext (microcoded on
-// this machine's Zen 2): pairs merge in 64-bit lanes with variable shifts, then pairs of pairs, then the halves.
-template <int MAXLEN>  // the largest code length (so 8 codes fit one put when 8 * MAXLEN <= 56)
-GZ_AVX2 inline void put8(BitWriter& bw, __m256i C, __m256i L) {
-  const __m256i m32 = _mm256_set1_epi64x(0xFFFFFFFFll);
-  const __m256i l1lo = _mm256_and_si256(L, m32);
-  const __m256i m1 = _mm256_or_si256(_mm256_and_si256(C, m32), _mm256_sllv_epi64(_mm256_srli_epi64(C, 32), l1lo));
-  const __m256i l1 = _mm256_add_epi64(l1lo, _mm256_srli_epi64(L, 32));
-  const __m256i m2 = _mm256_or_si256(m1, _mm256_sllv_epi64(_mm256_unpackhi_epi64(m1, m1), l1));
-  const __m256i l2 = _mm256_add_epi64(l1, _mm256_unpackhi_epi64(l1, l1));
-  const uint64_t a = uint64_t(_mm256_extract_epi64(m2, 0)), b = uint64_t(_mm256_extract_epi64(m2, 2));
-  const unsigned la = unsigned(_mm256_extract_epi64(l2, 0)), lb = unsigned(_mm256_extract_epi64(l2, 2));
-  if (8 * MAXLEN <= 56) bw.put(a | (b << la), la + lb);
-  else { bw.put(a, la); bw.put(b, lb); }
-}
-
-// gamma, s <= 7: quantize 32 elements at a time and code them straight from the registers (k <= 15: pshufb).
-template <int MAXLEN, bool BIG>
-GZ_AVX2 void gamma_small_piece(BitWriter& bw, EncScratch& S, uint64_t seed, const float* x, uint64_t g, uint64_t m,
-                               uint64_t limit, const QK& k, const __m256i& ctab, const __m256i& ltab) {
-  const uint16_t* u = uniforms(S, seed, g, m, limit);
-  const __m256i ff = _mm256_set1_epi32(0xFF);
-  for (uint64_t i = 0; i < m; i += 8) {
-    const uint64_t cnt = std::min<uint64_t>(8, m - i);
-    const __m256i kk = codes8<BIG>(x + i, cnt, u + i, k);
-    __m256i C = _mm256_and_si256(_mm256_shuffle_epi8(ctab, kk), ff);
-    __m256i L = _mm256_and_si256(_mm256_shuffle_epi8(ltab, kk), ff);
-    if (cnt < 8) { const __m256i tm = tail_mask(cnt); C = _mm256_and_si256(C, tm); L = _mm256_and_si256(L, tm); }
-    put8<MAXLEN>(bw, C, L);
-  }
-}
-
-GZ_AVX2 void emit_sparse_bytes(BitWriter& bw, const uint8_t* k8, uint64_t m, uint64_t nnz, const CodeTab& stab) {
-  bw.put_gamma(nnz + 1);
-  uint64_t last = 0;  // index after the previous non-zero
-  for (uint64_t i = 0; i < m; i += 32) {
-    const uint64_t cnt = std::min<uint64_t>(32, m - i);
-    uint32_t mask;
-    if (cnt == 32) {
-      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k8 + i));
-      mask = uint32_t(_mm256_movemask_epi8(_mm256_cmpgt_epi8(_mm256_min_epu8(b, _mm256_set1_epi8(2)), _mm256_set1_epi8(1))));
-    } else {
-      mask = 0;
-      for (uint64_t j = 0; j < cnt; ++j) mask |= uint32_t(k8[i + j] >= 2) << j;
-    }
-    while (mask) {
-      const uint64_t pos = i + uint64_t(__builtin_ctz(mask));
-      mask &= mask - 1;
-      const uint64_t r1 = pos - last + 1;
-      last = pos + 1;
-      const int N = floor_log2_u64(r1);
-      if (N <= 20) {  // run code (<= 41 bits) and value code (<= 14 bits) in one put
-        const unsigned gl = unsigned(2 * N + 1);
-        bw.put(gamma_code(r1, N) | (stab.code[k8[pos]] << gl), gl + stab.len[k8[pos]]);
+      const __m256i kq = _mm256_add_epi8(kv, _mm256_cmpgt_epi8(kv, _mm256_setzero_si256()));  // k' (k <= 31)
+      const __m256i pr = _mm256_maddubs_epi16(kq, cB);  // k'0 + B k'1 per word
+      if (GROUP == 4) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(ix), _mm256_madd_epi16(pr, cB2));
+        // dword h: elements 8h..8h+3, dword h + 4: elements 8h+4..8h+7
+        for (int h = 0; h < 4; ++h) {
+          w.add_e(tab[ix[h]]);
+          w.add_e(tab[ix[h + 4]]);
+          w.flush();
+        }
       } else {
-        bw.put_gamma(r1);
-        bw.put(stab.code[k8[pos]], stab.len[k8[pos]]);
-      }
-    }
-  }
-}
-
-GZ_AVX2 uint64_t encode_chunk_avx2(const Geom& g, uint64_t seed, const float* x, uint64_t c, uint8_t* dst,
-                                   uint64_t cap, const CodeTab* tab, const CodeTab* stab) {
-  static thread_local EncScratch S;
-  S.ulo = 1; S.uhi = 0;
-  const uint64_t lo = c * g.E, hi = std::min(g.n, lo + g.E);
-  const uint64_t nb = (hi - lo + g.b - 1) / g.b;
-  BitWriter bw(dst + 4 * nb, dst + cap);
-  const bool bytes = g.s <= 127, big = g.s >= 32768;
-  alignas(32) uint8_t ct[32], lt[32];
-  std::memset(ct, 0, 32);
-  std::memset(lt, 0, 32);
-  if (!g.sparse && g.s <= 7)
-    for (uint32_t k = 0; k < 2 * (g.s + 1); ++k) {
-      ct[k] = ct[k + 16] = uint8_t(tab->code[k]);
-      lt[k] = lt[k + 16] = tab->len[k];
-    }
-  const __m256i ctab = _mm256_load_si256(reinterpret_cast<const __m256i*>(ct));
-  const __m256i ltab = _mm256_load_si256(reinterpret_cast<const __m256i*>(lt));
-  std::vector<uint32_t> big_codes;  // sparse with s > 127 and a bucket larger than one piece
-  for (uint64_t bi = 0; bi < nb; ++bi) {
-    const uint64_t b0 = lo + bi * g.b, m = std::min<uint64_t>(g.b, hi - b0);
-    const float* v = x + b0;
-    if (bi + 2 < nb) {
-      const char* pf = reinterpret_cast<const char*>(x + b0 + 2 * g.b);
-      const uint64_t pb = std::min<uint64_t>(std::min<uint64_t>(g.b, hi - (b0 + 2 * g.b)), 4096) * 4;
-      for (uint64_t o = 0; o < pb; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
-    }
-    const uint32_t amax = amax_avx2(v, m);
-    if (amax >= 0x7F800000u) throw Error(ErrCode::NONFINITE, "input contains NaN or Inf");
-    float N;
-    if (g.linf) N = ref::u2f(amax);
-    else {
-      N = amax ? l2_avx2(v, m, amax) : 0.f;
-      if (!(N < INFINITY)) throw Error(ErrCode::NONFINITE, "bucket l2 norm overflows float32");
-    }
-    store_u32le(dst + 4 * bi, ref::f2u(N));
-    float r65536, s65536, pre;
-    ref::qsgd_bucket_consts(N, g.s, &r65536, &s65536, &pre);
-    QK k;
-    k.c = _mm256_set1_ps(pre);
-    k.r = _mm256_set1_ps(r65536);
-    k.s = _mm256_set1_ps(s65536);
-    if (!g.sparse) {
-      for (uint64_t off = 0; off < m; off += kPiece) {
-        const uint64_t len = std::min(kPiece, m - off);
-        if (g.s <= 4) {
-          gamma_small_piece<6, false>(bw, S, seed, v + off, b0 + off, len, hi, k, ctab, ltab);
-        } else if (g.s <= 7) {
-          gamma_small_piece<8, false>(bw, S, seed, v + off, b0 + off, len, hi, k, ctab, ltab);
-        } else if (bytes) {
-          piece_codes<true, false>(S, seed, v + off, b0 + off, len, hi, k);
-          for (uint64_t i = 0; i < len; ++i) bw.put(tab->code[S.k8[i]], tab->len[S.k8[i]]);
-        } else {
-          if (big) piece_codes<false, true>(S, seed, v + off, b0 + off, len, hi, k);
-          else piece_codes<false, false>(S, seed, v + off, b0 + off, len, hi, k);
-          for (uint64_t i = 0; i < len; ++i) {
-            const uint32_t kk = S.k32[i];
-            if (tab) bw.put(tab->code[kk], tab->len[kk]);
-            else { bw.put_gamma((kk >> 1) + 1); if (kk >= 2) bw.put(kk & 1, 1); }
-          }
+        alignas(32) uint16_t px[16];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(px), pr);
+        // word 2h + j (j < 2): elements 8h + 2j, +1; word 8 + 2h + j: elements 8h + 4 + 2j, +1
+        for (int h = 0; h < 4; ++h) {
+          w.add_e(tab[px[2 * h]]);
+          w.add_e(tab[px[2 * h + 1]]);
+          w.flush();
+          w.add_e(tab[px[8 + 2 * h]]);
+          w.add_e(tab[px[8 + 2 * h + 1]]);
+          w.flush();
         }
       }
-    } else if (bytes && m <= kPiece) {
-      const uint64_t nnz = piece_codes<true, false>(S, seed, v, b0, m, hi, k);
-      emit_sparse_bytes(bw, S.k8, m, nnz, *stab);
-    } else {
-      // general sparse: codes of the whole bucket first (nnz precedes the runs)
-      big_codes.resize(size_t(m));
-      uint64_t nnz = 0;
-      for (uint64_t off = 0; off < m; off += kPiece) {
-        const uint64_t len = std::min(kPiece, m - off);
-        if (big) nnz += piece_codes<false, true>(S, seed, v + off, b0 + off, len, hi, k);
-        else nnz += piece_codes<false, false>(S, seed, v + off, b0 + off, len, hi, k);
-        std::memcpy(big_codes.data() + off, S.k32, len * 4);
+    }
+  }
+  wr = w;
+}
+
+// gamma, a bucket whose zeta are all <= 1 (any s): k' = k - (k > 0) in {0, 1, 2}, 8 elements per table entry
+// (base 3), one flush per 8 elements; the store bound is checked once per 32 elements (<= 4 * 32 bits).
+template <int MODE>
+GZ_AVX2 void gamma_bucket_bin(BitOut& wr, EncScratch& S, uint64_t seed, const float* x, uint64_t g, uint64_t m,
+                              uint64_t limit, const QK& k, const OctTab& T, const uint32_t* one) {
+  BitOut w = wr;
+  const __m256i c3 = _mm256_set1_epi16(1 | (3 << 8)), c9 = _mm256_set1_epi32(1 | (9 << 16));
+  const __m128i c81 = _mm_set1_epi32(1 | (81 << 16));
+  alignas(16) uint32_t ix[4];
+  alignas(32) uint8_t kb[32];
+  for (uint64_t off = 0; off < m; off += kPiece) {
+    const uint64_t len = std::min(kPiece, m - off);
+    const uint16_t* nu = uniforms(S, seed, g + off, len, limit);
+    const float* xp = x + off;
+    for (uint64_t i = 0; i < len; i += 32) {
+      const uint64_t cnt = std::min<uint64_t>(32, len - i);
+      const __m256i kv = codes32<MODE>(xp + i, cnt, nu + i, k);
+      if (__builtin_expect(cnt < 32 || w.end - w.p < 16 + 8, 0)) {
+        store_elem_order(kb, kv);
+        put_singles(w, kb, cnt, one);
+        continue;
       }
-      bw.put_gamma(nnz + 1);
-      uint64_t last = 0;
-      for (uint64_t i = 0; i < m; ++i) {
-        const uint32_t kk = big_codes[i];
-        if (kk < 2) continue;
-        bw.put_gamma(i - last + 1);
-        last = i + 1;
-        bw.put_gamma(kk >> 1);
-        bw.put(kk & 1, 1);
+      const __m256i nz = _mm256_cmpgt_epi8(kv, _mm256_setzero_si256());
+      const __m256i kq = _mm256_add_epi8(kv, nz);
+      // at most 13 non-zeros (4 bits each, zeros 1 bit): any two octets take <= 16 + 3*13 = 55 bits, one flush
+      const bool two = __builtin_popcount(uint32_t(_mm256_movemask_epi8(nz))) <= 13;
+      // quad indices (pack order: dword h of the low half = elements 8h..8h+3, of the high half 8h+4..8h+7)
+      const __m256i q = _mm256_madd_epi16(_mm256_maddubs_epi16(kq, c3), c9);
+      const __m128i pw = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+      const __m128i o = _mm_madd_epi16(_mm_unpacklo_epi16(pw, _mm_srli_si128(pw, 8)), c81);
+      _mm_store_si128(reinterpret_cast<__m128i*>(ix), o);
+      if (__builtin_expect(two, 1)) {
+        w.add(T.code[ix[0]], T.len[ix[0]]);
+        w.add(T.code[ix[1]], T.len[ix[1]]);
+        w.flush_nc();
+        w.add(T.code[ix[2]], T.len[ix[2]]);
+        w.add(T.code[ix[3]], T.len[ix[3]]);
+        w.flush_nc();
+      } else {
+        for (int h = 0; h < 4; ++h) {
+          w.add(T.code[ix[h]], T.len[ix[h]]);
+          w.flush_nc();
+        }
       }
     }
   }
-  return 4 * nb + bw.bytes();
+  wr = w;
+}
+
+// Codes k of m elements starting at global index g into S.k32 (element order).
+template <int MODE>
+GZ_AVX2 void piece_codes32(EncScratch& S, uint64_t seed, const float* x, uint64_t g, uint64_t m, uint64_t limit,
+                           const QK& k) {
+  const uint16_t* nu = uniforms(S, seed, g, m, limit);
+  for (uint64_t i = 0; i < m; i += 8) {
+    const __m256 xv = load_n(x + i, std::min<uint64_t>(8, m - i));
+    const __m256i z = zeta8<MODE>(xv, nu + i, k);
+    const __m256i nz = _mm256_cmpgt_epi32(z, _mm256_setzero_si256());
+    const __m256i sg = _mm256_srli_epi32(_mm256_and_si256(_mm256_castps_si256(xv), nz), 31);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(S.k32 + i), _mm256_or_si256(_mm256_slli_epi32(z, 1), sg));
+  }
+}
+
+// gamma, s > 127: codes per piece, then a (code, length) table (s <= 4096) or Elias-gamma.
+template <int MODE>
+GZ_AVX2 void gamma_bucket_big(BitOut& w, EncScratch& S, uint64_t seed, const float* x, uint64_t g, uint64_t m,
+                              uint64_t limit, const QK& k, const CodeTab* tab) {
+  for (uint64_t off = 0; off < m; off += kPiece) {
+    const uint64_t len = std::min(kPiece, m - off);
+    piece_codes32<MODE>(S, seed, x + off, g + off, len, limit, k);
+    for (uint64_t i = 0; i < len; ++i) {
+      const uint32_t kk = S.k32[i];
+      if (tab) w.put(tab->code[kk], tab->len[kk]);
+      else { w.put_gamma((kk >> 1) + 1); if (kk >= 2) w.put(kk & 1, 1); }
+    }
+  }
+}
+
+// sparse, s <= 127 and m <= kPiece: codes and non-zero positions of the bucket, then nnz, runs and values.
+// SMALL (s <= 4): run and value from one table entry when the run is < 64.
+template <bool SMALL, int MODE>
+GZ_AVX2 void sparse_bucket(BitOut& wr, EncScratch& S, uint64_t seed, const float* x, uint64_t g, uint64_t m,
+                           uint64_t limit, const QK& k, const SparseTabs& T, const uint32_t* srun,
+                           const uint32_t* val) {
+  const uint16_t* nu = uniforms(S, seed, g, m, limit);
+  BitOut w = wr;
+  uint64_t np = 0;
+  const __m256i two = _mm256_set1_epi8(2), one = _mm256_set1_epi8(1);
+  const __m128i eight = _mm_set1_epi16(8);
+  __m128i base = _mm_setzero_si128();  // element index of the current byte of the mask (i + 8 q)
+  for (uint64_t i = 0; i < m; i += 32) {
+    const uint64_t cnt = std::min<uint64_t>(32, m - i);
+    const __m256i kv = codes32<MODE>(x + i, cnt, nu + i, k);
+    __m128i e0, e1;
+    to_elem_order(kv, &e0, &e1);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(S.k8 + i), e0);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(S.k8 + i + 16), e1);
+    const uint32_t m0 = uint32_t(_mm_movemask_epi8(_mm_cmpgt_epi8(_mm_min_epu8(e0, _mm256_castsi256_si128(two)),
+                                                                  _mm256_castsi256_si128(one))));
+    const uint32_t m1 = uint32_t(_mm_movemask_epi8(_mm_cmpgt_epi8(_mm_min_epu8(e1, _mm256_castsi256_si128(two)),
+                                                                  _mm256_castsi256_si128(one))));
+    const uint32_t mask = m0 | (m1 << 16);
+    for (int q = 0; q < 4; ++q) {
+      const uint32_t mb = (mask >> (8 * q)) & 0xFF;
+      const __m128i p8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(T.lpos[mb]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(S.pos + np), _mm_add_epi16(_mm_cvtepu8_epi16(p8), base));
+      base = _mm_add_epi16(base, eight);
+      np += uint64_t(__builtin_popcount(mb));
+    }
+  }
+  w.put_gamma(np + 1);
+  // one flush per two non-zeros (entries <= 19 bits for s <= 4, run <= 13 + value <= 14 bits otherwise: 2 * 27 + 7
+  // <= 63); a run >= 64 takes the general path (flushes first)
+  uint64_t last = 0;
+  auto emit = [&](uint64_t j) __attribute__((target("avx2,bmi2"), always_inline)) {
+    const uint64_t pos = S.pos[j];
+    const uint64_t r = pos - last;
+    last = pos + 1;
+    const uint32_t kk = S.k8[pos];
+    if (__builtin_expect(r < 64, 1)) {
+      if (SMALL) {
+        w.add_e(srun[16 * r + kk]);
+      } else {
+        w.add_e(T.run[r]);
+        w.add_e(val[kk]);
+      }
+    } else {
+      w.flush();
+      w.put_gamma(r + 1);
+      w.add_e(val[kk]);
+    }
+  };
+  uint64_t j = 0;
+  for (; j + 2 <= np; j += 2) {
+    emit(j);
+    emit(j + 1);
+    w.flush();
+  }
+  if (j < np) {
+    emit(j);
+    w.flush();
+  }
+  wr = w;
+}
+
+// sparse, general (s > 127 or buckets larger than a piece): codes of the whole bucket first (nnz precedes the runs).
+template <int MODE>
+GZ_AVX2 void sparse_bucket_big(BitOut& w, EncScratch& S, uint64_t seed, const float* x, uint64_t g, uint64_t m,
+                               uint64_t limit, const QK& k, std::vector<uint32_t>& big_codes) {
+  big_codes.resize(size_t(m));
+  uint64_t nnz = 0;
+  for (uint64_t off = 0; off < m; off += kPiece) {
+    const uint64_t len = std::min(kPiece, m - off);
+    piece_codes32<MODE>(S, seed, x + off, g + off, len, limit, k);
+    for (uint64_t i = 0; i < len; ++i) nnz += S.k32[i] >= 2;
+    std::memcpy(big_codes.data() + off, S.k32, len * 4);
+  }
+  w.put_gamma(nnz + 1);
+  uint64_t last = 0;
+  for (uint64_t i = 0; i < m; ++i) {
+    const uint32_t kk = big_codes[i];
+    if (kk < 2) continue;
+    w.put_gamma(i - last + 1);
+    last = i + 1;
+    w.put_gamma(kk >> 1);
+    w.put(kk & 1, 1);
+  }
+}
+
+// What the AVX2 encoder of one encode call uses (read-only, shared by the threads).
+struct EncTabs {
+  const OctTab* oct;
+  const SparseTabs* sp;
+  const uint32_t* quad;  // s <= 4
+  const uint32_t* pair;  // s <= 15
+  const uint32_t* srun;  // sparse, s <= 4
+  const CodeTab* tab;  // gamma, s <= 4096 (s > 127 path)
+  const uint32_t* one;  // gamma: entry per k (s <= 127)
+  const uint32_t* val;  // sparse: value code per k (s <= 127)
+};
+
+enum { C_QUAD, C_PAIR, C_ONE, C_GBIG, C_SSMALL, C_SBYTES, C_SBIG, C_GBIN };
+
+template <int MODE>
+GZ_AVX2 void code_bucket(int kind, BitOut& w, EncScratch& S, const Geom& g, uint64_t seed, const float* v,
+                         uint64_t b0, uint64_t m, uint64_t limit, const QK& k, const EncTabs& et,
+                         std::vector<uint32_t>& big_codes) {
+  const uint32_t B = 2 * g.s + 1;
+  switch (kind) {
+    case C_QUAD: gamma_bucket<4, MODE>(w, S, seed, v, b0, m, limit, k, B, et.quad, et.one); break;
+    case C_PAIR: gamma_bucket<2, MODE>(w, S, seed, v, b0, m, limit, k, B, et.pair, et.one); break;
+    case C_ONE: gamma_bucket<1, MODE>(w, S, seed, v, b0, m, limit, k, B, nullptr, et.one); break;
+    case C_GBIG: gamma_bucket_big<MODE>(w, S, seed, v, b0, m, limit, k, et.tab); break;
+    case C_GBIN: gamma_bucket_bin<MODE>(w, S, seed, v, b0, m, limit, k, *et.oct, et.one); break;
+    case C_SSMALL: sparse_bucket<true, MODE>(w, S, seed, v, b0, m, limit, k, *et.sp, et.srun, et.val); break;
+    case C_SBYTES: sparse_bucket<false, MODE>(w, S, seed, v, b0, m, limit, k, *et.sp, nullptr, et.val); break;
+    default: sparse_bucket_big<MODE>(w, S, seed, v, b0, m, limit, k, big_codes); break;
+  }
+}
+
+// Encodes chunks [c0, c1) back to back at dst (writes stay below end); fills lens; returns the bytes written.
+GZ_AVX2 uint64_t encode_range_avx2(const Geom& g, uint64_t seed, const float* x, uint64_t c0, uint64_t c1,
+                                   uint8_t* dst, uint8_t* end, uint32_t* lens, const EncTabs& et) {
+  static thread_local EncScratch S;
+  S.ulo = 1; S.uhi = 0;
+  const uint64_t xend = std::min(g.n, c1 * g.E);
+  int kind;
+  if (!g.sparse) kind = g.s <= 4 ? C_QUAD : g.s <= 15 ? C_PAIR : g.s <= 127 ? C_ONE : C_GBIG;
+  else kind = g.s <= 4 ? C_SSMALL : g.s <= 127 ? C_SBYTES : C_SBIG;
+  const bool big = g.s >= 32768;
+  std::vector<uint32_t> big_codes;
+  uint8_t* o = dst;
+  for (uint64_t c = c0; c < c1; ++c) {
+    const uint64_t lo = c * g.E, hi = std::min(g.n, lo + g.E);
+    const uint64_t nb = (hi - lo + g.b - 1) / g.b;
+    BitOut w(o + 4 * nb, end);
+    for (uint64_t bi = 0; bi < nb; ++bi) {
+      const uint64_t b0 = lo + bi * g.b, m = std::min<uint64_t>(g.b, hi - b0);
+      const float* v = x + b0;
+      const uint64_t pb = b0 + 2 * uint64_t(g.b);  // prefetch the bucket two ahead (in this range)
+      const uint64_t pm = pb < xend ? std::min<uint64_t>(std::min<uint64_t>(g.b, xend - pb), 4096) : 0;
+      const uint32_t amax = amax_avx2(v, m, x + (pm ? pb : 0), pm);
+      if (amax >= 0x7F800000u) throw Error(ErrCode::NONFINITE, "input contains NaN or Inf");
+      float N;
+      if (g.linf) N = ref::u2f(amax);
+      else {
+        N = amax ? l2_avx2(v, m, amax) : 0.f;
+        if (!(N < INFINITY)) throw Error(ErrCode::NONFINITE, "bucket l2 norm overflows float32");
+      }
+      store_u32le(o + 4 * bi, ref::f2u(N));
+      float r65536, s65536, pre;
+      ref::qsgd_bucket_consts(N, g.s, &r65536, &s65536, &pre);
+      QK k;
+      k.c = _mm256_set1_ps(pre);
+      k.r = _mm256_set1_ps(r65536);
+      k.s = _mm256_set1_ps(s65536);
+      const bool fast = !big && pre == 1.f && (ref::u2f(amax) * r65536 <= s65536);
+      int kd = (kind == C_SSMALL || kind == C_SBYTES) && m > kPiece ? int(C_SBIG) : kind;
+      // every zeta <= 1: t = trunc(min(|x|*c*r65536, s65536)) <= 65536 (monotone in |x| <= amax)
+      if (!g.sparse && std::min((ref::u2f(amax) * pre) * r65536, s65536) <= 65536.f) kd = C_GBIN;
+      if (fast) code_bucket<Q_FAST>(kd, w, S, g, seed, v, b0, m, xend, k, et, big_codes);
+      else if (!big) code_bucket<Q_GEN>(kd, w, S, g, seed, v, b0, m, xend, k, et, big_codes);
+      else code_bucket<Q_BIG>(kd, w, S, g, seed, v, b0, m, xend, k, et, big_codes);
+    }
+    w.flush();
+    const uint64_t len = 4 * nb + uint64_t(w.p - (o + 4 * nb)) + (w.nb ? 1 : 0);
+    lens[c] = uint32_t(len);
+    o += len;
+  }
+  return uint64_t(o - dst);
 }
 
 // ---------------------------------------------------------------- decoder
@@ -1134,21 +1492,51 @@ uint64_t qsgd_var_encode(EncodeArgs& a) {
     throw Error(ErrCode::INVALID_ARG, "bucketSize too large for the gamma/sparse coding (a chunk must fit in 4 GiB)");
   const uint64_t need = (g.C - 1) * slot + chunk_max_bytes(g, g.C - 1);
   if (a.cap < need) throw Error(ErrCode::INTERNAL, "qsgd_var_encode: payload region too small");
-  CodeTab tab, stab;
+  CodeTab tab;
   const bool use_tab = !g.sparse && g.s <= 4096;
-  if (use_tab) build_gamma_tab(g.s, tab);
-  if (g.sparse && g.s <= 127) build_sparse_tab(g.s, stab);
-  std::vector<uint64_t> lens(g.C);
-  par_for(a.threads, g.C, [&](uint64_t c) {
-    const uint64_t cap = c + 1 < g.C ? slot : a.cap - c * slot;
-    if (a.scalar) lens[c] = encode_chunk(g, a.seed, a.x, c, a.payload + c * slot, cap, use_tab ? &tab : nullptr);
-    else lens[c] = encode_chunk_avx2(g, a.seed, a.x, c, a.payload + c * slot, cap, use_tab ? &tab : nullptr, &stab);
+  if (use_tab && (a.scalar || g.s > 127)) build_gamma_tab(g.s, tab);
+  EncTabs et;
+  et.oct = nullptr;
+  et.sp = nullptr;
+  et.quad = et.pair = et.srun = nullptr;
+  et.one = et.val = nullptr;
+  et.tab = use_tab ? &tab : nullptr;
+  if (!a.scalar) {
+    if (!g.sparse) {
+      et.oct = &oct_tab();
+      if (g.s <= 4) et.quad = quad_tab(g.s).data();
+      else if (g.s <= 15) et.pair = pair_tab(g.s).data();
+    } else {
+      et.sp = &sparse_tabs();
+      if (g.s <= 4) et.srun = srun_tab(g.s).data();
+    }
+    et.one = k_tabs().one;
+    et.val = k_tabs().val;
+  }
+  // One range of whole chunks per thread, written back to back from the range's first slot (a range never writes
+  // past the next range's first slot: the chunks' bounds add up); then the ranges after the first move left.
+  const uint64_t R = a.threads > 1 ? std::min<uint64_t>(uint64_t(a.threads), g.C) : 1;
+  std::vector<uint64_t> rlen(R);
+  par_for(a.threads, R, [&](uint64_t r) {
+    const uint64_t c0 = g.C * r / R, c1 = g.C * (r + 1) / R;
+    uint8_t* dst = a.payload + c0 * slot;
+    uint8_t* end = r + 1 < R ? a.payload + c1 * slot : a.payload + a.cap;
+    if (a.scalar) {
+      uint8_t* o = dst;
+      for (uint64_t c = c0; c < c1; ++c) {
+        const uint64_t len = encode_chunk(g, a.seed, a.x, c, o, uint64_t(end - o), use_tab ? &tab : nullptr);
+        a.chunk_lens[c] = uint32_t(len);
+        o += len;
+      }
+      rlen[r] = uint64_t(o - dst);
+    } else {
+      rlen[r] = encode_range_avx2(g, a.seed, a.x, c0, c1, dst, end, a.chunk_lens, et);
+    }
   });
-  uint64_t off = 0;
-  for (uint64_t c = 0; c < g.C; ++c) {
-    if (off != c * slot) std::memmove(a.payload + off, a.payload + c * slot, lens[c]);
-    a.chunk_lens[c] = uint32_t(lens[c]);
-    off += lens[c];
+  uint64_t off = rlen[0];
+  for (uint64_t r = 1; r < R; ++r) {
+    std::memmove(a.payload + off, a.payload + (g.C * r / R) * slot, rlen[r]);
+    off += rlen[r];
   }
   return off;
 }
