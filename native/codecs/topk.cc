@@ -35,6 +35,7 @@
 #include "core/bitio.h"
 #include "core/codec.h"
 #include "core/threadpool.h"
+#include "codecs/fill_blocks.h"
 #include "core/quant_ref.h"
 #include "core/simd_philox.h"  // GZ_AVX2
 
@@ -669,48 +670,6 @@ void validate_into_cache(const Header& h, const TopkView& v, int threads) {
   c.k = v.k;
 }
 
-// out[lo, hi) (hi - lo a multiple of 8, out + lo 32-byte aligned) = zeros except the values of ix[j..] below hi,
-// block by block from an L1 buffer; NT: non-temporal stores.
-template <class I, int VT, bool NT>
-GZ_TK_AVX2 void fill_blocks(float* out, uint64_t lo, uint64_t hi, const I* ix, uint64_t j, uint64_t k,
-                            const uint8_t* vals) {
-  constexpr uint64_t B = 2048;
-  alignas(32) float buf[B];
-  std::memset(buf, 0, sizeof buf);
-  for (uint64_t b = lo; b < hi; b += B) {
-    const uint64_t e = std::min(hi, b + B);
-    const uint64_t j0 = j;
-    while (j < k && uint64_t(ix[j]) < e) {
-      buf[uint64_t(ix[j]) - b] = value_at<VT>(vals, j);
-      ++j;
-    }
-    float* o = out + b;
-    const uint64_t len = e - b;
-    uint64_t q = 0;
-    for (; q + 32 <= len; q += 32) {
-      const __m256 v0 = _mm256_load_ps(buf + q), v1 = _mm256_load_ps(buf + q + 8);
-      const __m256 v2 = _mm256_load_ps(buf + q + 16), v3 = _mm256_load_ps(buf + q + 24);
-      if (NT) {
-        _mm256_stream_ps(o + q, v0);
-        _mm256_stream_ps(o + q + 8, v1);
-        _mm256_stream_ps(o + q + 16, v2);
-        _mm256_stream_ps(o + q + 24, v3);
-      } else {
-        _mm256_store_ps(o + q, v0);
-        _mm256_store_ps(o + q + 8, v1);
-        _mm256_store_ps(o + q + 16, v2);
-        _mm256_store_ps(o + q + 24, v3);
-      }
-    }
-    for (; q < len; q += 8) {
-      if (NT) _mm256_stream_ps(o + q, _mm256_load_ps(buf + q));
-      else _mm256_store_ps(o + q, _mm256_load_ps(buf + q));
-    }
-    for (uint64_t q = j0; q < j; ++q) buf[uint64_t(ix[q]) - b] = 0.f;
-  }
-  if (NT) _mm_sfence();
-}
-
 template <class I, int VT>
 void store_run(const DecodeArgs& a, const TopkView& v, const I* ix) {
   float* out = a.out;
@@ -740,24 +699,7 @@ void store_run(const DecodeArgs& a, const TopkView& v, const I* ix) {
     for (uint64_t j = 0; j < k; ++j) out[uint64_t(ix[j])] = value_at<VT>(vals, j);
     return;
   }
-  // head up to a 32-byte boundary and the tail after the last whole vector: plain stores
-  const uint64_t head = ((32 - (addr & 31)) & 31) / 4;
-  const uint64_t vend = head + ((n - head) & ~uint64_t(7));
-  for (uint64_t i = 0; i < head; ++i) out[i] = 0.f;
-  for (uint64_t i = vend; i < n; ++i) out[i] = 0.f;
-  uint64_t j = 0;
-  for (; j < k && uint64_t(ix[j]) < head; ++j) out[uint64_t(ix[j])] = value_at<VT>(vals, j);
-  for (uint64_t q = k; q > j && uint64_t(ix[q - 1]) >= vend; --q) out[uint64_t(ix[q - 1])] = value_at<VT>(vals, q - 1);
-  const bool nt = n >= (uint64_t(1) << 20);
-  const uint64_t T = (a.threads > 1 && n >= (uint64_t(1) << 18)) ? uint64_t(a.threads) : 1;
-  const uint64_t nv = (vend - head) / 8;
-  par_for(int(T), T, [&](uint64_t t) {
-    const uint64_t lo = head + 8 * (nv * t / T), hi = head + 8 * (nv * (t + 1) / T);
-    if (lo >= hi) return;
-    const uint64_t j0 = uint64_t(std::lower_bound(ix + j, ix + k, I(lo)) - ix);
-    if (nt) fill_blocks<I, VT, true>(out, lo, hi, ix, j0, k, vals);
-    else fill_blocks<I, VT, false>(out, lo, hi, ix, j0, k, vals);
-  });
+  fill_dense(out, n, ix, k, a.threads, [vals](uint64_t q) { return value_at<VT>(vals, q); });
 }
 
 template <class I>
