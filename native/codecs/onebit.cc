@@ -229,6 +229,8 @@ GZ_AVX2 void dec_table_range(const OCfg& c, const uint8_t* payload, uint64_t j0,
     Put16 w = put_begin(out + start);
     uint64_t i = 0;
     for (; i + 16 <= m; i += 16, q += 2) {
+      // decode-add: the accumulator 4 KiB ahead, every line (Zen 1's hardware prefetcher alone leaves it slower)
+      if (MODE == 1) _mm_prefetch(reinterpret_cast<const char*>(out + start + i + 1024), _MM_HINT_T0);
       const uint32_t b0 = q[0], b1 = q[1];
       put16<MODE>(w, i, lut[b0 & 15], lut[b0 >> 4], lut[b1 & 15], lut[b1 >> 4]);
     }
