@@ -5,7 +5,11 @@
 // block boundary), 2 (the stream) and 3 (zero) are constants, so round 0 has one varying product, round 1 one varying
 // product and constant xors, round 2 one constant xor (the constants are computed once per batch with the scalar
 // rounds). The output goes out as four 128-bit stores per register (no vperm2i128: 8 µops on Zen 1).
-// Callers must check cpu_info().avx2 before calling.
+// Up to GZ_PHILOX_S blocks of every batch of 4 GZ_PHILOX_G are computed on the scalar integer units instead (64-bit
+// imul of zero-extended words = the full 32x32->64 product), interleaved round by round with the vector rounds: on
+// Zen 1 the vector pipes are the bottleneck (vpmuludq only on pipe 0, 2 µops per ymm) while the integer multiplier
+// is idle. Measured there: L1-hot Philox -8 % (64 blocks per call) to -14 % (256 blocks).
+// Callers must check cpu_info().avx2 (which implies BMI2 on every CPU this runs on; rorx is BMI2) before calling.
 #pragma once
 #include <immintrin.h>
 #include <cstdint>
@@ -19,6 +23,9 @@ namespace gz {
 #define GZ_AVX2 __attribute__((target("avx2,bmi2,fma,f16c")))
 #ifndef GZ_PHILOX_G
 #define GZ_PHILOX_G 2  // measured on the Zen 1 host: 2 registers hide the 6-cycle round latency; more spill
+#endif
+#ifndef GZ_PHILOX_S
+#define GZ_PHILOX_S 2  // at most this many scalar blocks ride along per batch (measured: 1 and 3 are slower; 3 spills)
 #endif
 // High 32 bits of each 64-bit product into the even lane: by a shift (shift port) or a shuffle (odd lanes are
 // don't-care).
@@ -37,6 +44,8 @@ namespace philox_detail {
 struct Sched {
   __m256i K0[10], K1[10];
   __m256i E0, E2, E3;  // round-1 xor into word 0, round-1 xor into word 2, round-2 xor into word 2
+  uint32_t k0[10], k1[10];  // the same, scalar (scalar_block)
+  uint32_t e0, e2, e3;
   uint64_t jhi;  // the batch constants hold for this counter high word and stream_ (jhi = 2^64-1: not yet computed)
   uint32_t stream_;
 };
@@ -49,7 +58,10 @@ GZ_AVX2 inline void sched_init(Sched& s, uint64_t seed) {
   for (int r = 0; r < 10; ++r) {
     s.K0[r] = _mm256_set1_epi32(int(k0 + uint32_t(r) * 0x9E3779B9u));
     s.K1[r] = _mm256_set1_epi32(int(k1 + uint32_t(r) * 0xBB67AE85u));
+    s.k0[r] = k0 + uint32_t(r) * 0x9E3779B9u;
+    s.k1[r] = k1 + uint32_t(r) * 0xBB67AE85u;
   }
+  s.e0 = s.e2 = s.e3 = 0;
 }
 
 // Constants for counter high word jhi (stream `stream`): scalar rounds on the constant words.
@@ -65,45 +77,13 @@ GZ_AVX2 inline void sched_batch(Sched& s, uint64_t seed, uint32_t jhi, uint32_t 
   const uint32_t c0r1 = uint32_t(p1 >> 32) ^ jhi ^ k0, c1r1 = uint32_t(p1);
   // round 1: p0 = M0 * c0' (constant): c2'' = hi(p0) ^ c3' ^ k1r1, c3'' = lo(p0); c0'' = hi(p1') ^ c1' ^ k0r1
   const uint64_t p0 = uint64_t(M0) * c0r1;
-  s.E0 = _mm256_set1_epi32(int(c1r1 ^ k0r1));
-  s.E2 = _mm256_set1_epi32(int(uint32_t(p0 >> 32) ^ k1r1));
+  s.e0 = c1r1 ^ k0r1;
+  s.e2 = uint32_t(p0 >> 32) ^ k1r1;
   // round 2: c2''' = hi(p0'') ^ c3'' ^ k1r2
-  s.E3 = _mm256_set1_epi32(int(uint32_t(p0) ^ k1r2));
-}
-
-// G registers of 4 blocks: counters jv[g] (64-bit lanes, low words used). Rounds 0-8; c0..c3 = the state before the
-// last round (even lanes valid); store4 does round 9.
-template <int G>
-GZ_AVX2 inline void rounds(const Sched& s, const __m256i* jv, __m256i* c0, __m256i* c1, __m256i* c2, __m256i* c3) {
-  const __m256i M0 = _mm256_set1_epi32(int(0xD2511F53u)), M1 = _mm256_set1_epi32(int(0xCD9E8D57u));
-  // rounds 0 and 1 (see sched_batch): only word 2 / word 0 vary
-  for (int g = 0; g < G; ++g) {
-    const __m256i p0 = _mm256_mul_epu32(jv[g], M0);                       // round 0
-    const __m256i c2a = _mm256_xor_si256(GZ_HI32(p0), s.K1[0]);
-    const __m256i p1 = _mm256_mul_epu32(c2a, M1);                          // round 1
-    c0[g] = _mm256_xor_si256(GZ_HI32(p1), s.E0);
-    c1[g] = p1;
-    c2[g] = _mm256_xor_si256(p0, s.E2);  // c3' = lo(p0) in the even lane
-  }
-  // round 2: c3'' constant
-  for (int g = 0; g < G; ++g) {
-    const __m256i p0 = _mm256_mul_epu32(c0[g], M0);
-    const __m256i p1 = _mm256_mul_epu32(c2[g], M1);
-    const __m256i n0 = _mm256_xor_si256(GZ_HI32(p1), _mm256_xor_si256(c1[g], s.K0[2]));
-    const __m256i n2 = _mm256_xor_si256(GZ_HI32(p0), s.E3);
-    c0[g] = n0; c1[g] = p1; c2[g] = n2; c3[g] = p0;
-  }
-#pragma GCC unroll 6
-  for (int r = 3; r < 9; ++r) {
-    for (int g = 0; g < G; ++g) {
-      const __m256i p0 = _mm256_mul_epu32(c0[g], M0);
-      const __m256i p1 = _mm256_mul_epu32(c2[g], M1);
-      // (c ^ K) first: c is the previous round's product, so only one xor follows the multiply on the chain
-      const __m256i n0 = _mm256_xor_si256(GZ_HI32(p1), _mm256_xor_si256(c1[g], s.K0[r]));
-      const __m256i n2 = _mm256_xor_si256(GZ_HI32(p0), _mm256_xor_si256(c3[g], s.K1[r]));
-      c0[g] = n0; c1[g] = p1; c2[g] = n2; c3[g] = p0;
-    }
-  }
+  s.e3 = uint32_t(p0) ^ k1r2;
+  s.E0 = _mm256_set1_epi32(int(s.e0));
+  s.E2 = _mm256_set1_epi32(int(s.e2));
+  s.E3 = _mm256_set1_epi32(int(s.e3));
 }
 
 // Round 9 and the store of the 4 blocks of one register in block order (16 bytes each), complemented when NOT.
@@ -125,39 +105,190 @@ GZ_AVX2 inline void store4(uint32_t* out, __m256i c0, __m256i c1, __m256i c2, __
   _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 12), _mm256_extracti128_si256(hi, 1));
 }
 
+// Upper 32 bits of a 64-bit product, rotated into the low half (rorx: one µop, non-destructive; the caller uses only
+// the low 32 bits). Inline asm also keeps the scalar Philox in general-purpose registers.
+GZ_AVX2 inline uint64_t hi_rot(uint64_t p) {
+  uint64_t h;
+  asm("rorx $32, %1, %0" : "=r"(h) : "r"(p));
+  return h;
+}
+
+// The last round's output of a scalar block: words 0, 1 = rot(p1) ^ (c1 ^ K0[9]) as one 64-bit value (the rotation
+// puts hi(p1) in the low and lo(p1) in the high half), words 2, 3 the same with p0 and c3 ^ K1[9]; NOT complements
+// both halves with one 64-bit not. Two 8-byte stores.
+template <bool NOT>
+GZ_AVX2 inline void store_words(uint32_t* out, uint64_t p0, uint64_t p1, uint32_t x1, uint32_t x3) {
+  uint64_t w01 = hi_rot(p1) ^ x1, w23 = hi_rot(p0) ^ x3;
+  if (NOT) { w01 = ~w01; w23 = ~w23; }
+  std::memcpy(out, &w01, 8);
+  std::memcpy(out + 2, &w23, 8);
+}
+
+// One block on the scalar integer units (imul r64 of zero-extended 32-bit values = the full 32x32->64 product, one
+// per cycle on Zen 1 next to vpmuludq on vector pipe 0), the same simplified rounds as the vector code (sched_batch done for
+// the counter's high word). The empty asm statements keep the words in general-purpose registers: the compiler
+// must not turn this into vector code, which would compete with the vector batches it runs beside.
+template <bool NOT>
+GZ_AVX2 inline void scalar_block(const Sched& s, uint32_t j, uint32_t* out) {
+  const uint64_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
+  uint64_t p0 = M0 * j;                                         // round 0
+  uint64_t c2 = uint32_t(p0 >> 32) ^ s.k1[0];
+  asm("" : "+r"(c2));
+  uint64_t p1 = M1 * c2;                                        // round 1
+  uint64_t c0 = uint32_t(p1 >> 32) ^ s.e0;
+  uint64_t c1 = uint32_t(p1);
+  c2 = uint32_t(p0) ^ s.e2;
+  asm("" : "+r"(c0), "+r"(c2));
+  p0 = M0 * c0;                                                 // round 2
+  p1 = M1 * c2;
+  c0 = uint32_t(p1 >> 32) ^ uint32_t(c1 ^ s.k0[2]);
+  c1 = uint32_t(p1);
+  c2 = uint32_t(p0 >> 32) ^ s.e3;
+  uint64_t c3 = uint32_t(p0);
+  asm("" : "+r"(c0), "+r"(c1), "+r"(c2), "+r"(c3));
+#pragma GCC unroll 6
+  for (int r = 3; r < 9; ++r) {
+    p0 = M0 * c0;
+    p1 = M1 * c2;
+    c0 = uint32_t(p1 >> 32) ^ uint32_t(c1 ^ s.k0[r]);
+    c2 = uint32_t(p0 >> 32) ^ uint32_t(c3 ^ s.k1[r]);
+    c1 = uint32_t(p1);
+    c3 = uint32_t(p0);
+    asm("" : "+r"(c0), "+r"(c1), "+r"(c2), "+r"(c3));
+  }
+  p0 = M0 * c0;                                                 // round 9
+  p1 = M1 * c2;
+  store_words<NOT>(out, p0, p1, uint32_t(c1 ^ s.k0[9]), uint32_t(c3 ^ s.k1[9]));
+}
+
+
+// Rounds 0-8 of G vector registers of 4 blocks (counters jv[g], 64-bit lanes, low words used; c0..c3 = the state
+// before the last round, even lanes valid; store4 does round 9) and all 10 rounds of S scalar blocks (counters
+// js + q, output to sout + 4 q), round by round in program order: the in-order dispatch then feeds the integer
+// multiplier and the vector pipes side by side. (Scalar blocks placed after the vector rounds, as whole blocks, gave
+// nothing: their long dependency chains fill the integer schedulers and stall dispatch of the vector work behind
+// them.) Rounds 0-2 are simplified as described at the top. Scalar state: a0, a2 = words 0, 2 (zero-extended);
+// q1, q3 = the last products, whose low halves are words 1, 3.
+template <int G, int S, bool NOT>
+GZ_AVX2 inline void rounds_mixed(const Sched& s, const __m256i* jv, __m256i* c0, __m256i* c1, __m256i* c2, __m256i* c3,
+                                 uint32_t js, uint32_t* sout) {
+  const __m256i M0 = _mm256_set1_epi32(int(0xD2511F53u)), M1 = _mm256_set1_epi32(int(0xCD9E8D57u));
+  const uint64_t m0 = 0xD2511F53u, m1 = 0xCD9E8D57u;
+  uint64_t a0[S > 0 ? S : 1], a2[S > 0 ? S : 1], q1[S > 0 ? S : 1], q3[S > 0 ? S : 1];
+  // rounds 0 and 1
+  for (int g = 0; g < G; ++g) {
+    const __m256i p0 = _mm256_mul_epu32(jv[g], M0);
+    const __m256i c2a = _mm256_xor_si256(GZ_HI32(p0), s.K1[0]);
+    const __m256i p1 = _mm256_mul_epu32(c2a, M1);
+    c0[g] = _mm256_xor_si256(GZ_HI32(p1), s.E0);
+    c1[g] = p1;
+    c2[g] = _mm256_xor_si256(p0, s.E2);
+  }
+  for (int q = 0; q < S; ++q) {
+    const uint64_t p0 = m0 * uint32_t(js + uint32_t(q));
+    const uint64_t c2a = uint32_t(hi_rot(p0)) ^ s.k1[0];
+    const uint64_t p1 = m1 * c2a;
+    a0[q] = uint32_t(hi_rot(p1)) ^ s.e0;
+    q1[q] = p1;
+    a2[q] = uint32_t(p0) ^ s.e2;
+  }
+  // round 2
+  for (int g = 0; g < G; ++g) {
+    const __m256i p0 = _mm256_mul_epu32(c0[g], M0);
+    const __m256i p1 = _mm256_mul_epu32(c2[g], M1);
+    const __m256i n0 = _mm256_xor_si256(GZ_HI32(p1), _mm256_xor_si256(c1[g], s.K0[2]));
+    const __m256i n2 = _mm256_xor_si256(GZ_HI32(p0), s.E3);
+    c0[g] = n0; c1[g] = p1; c2[g] = n2; c3[g] = p0;
+  }
+  for (int q = 0; q < S; ++q) {
+    const uint64_t p0 = m0 * a0[q], p1 = m1 * a2[q];
+    a0[q] = uint32_t(hi_rot(p1)) ^ uint32_t(q1[q] ^ s.k0[2]);
+    a2[q] = uint32_t(hi_rot(p0)) ^ s.e3;
+    q1[q] = p1; q3[q] = p0;
+  }
+#pragma GCC unroll 6
+  for (int r = 3; r < 9; ++r) {
+    for (int g = 0; g < G; ++g) {
+      const __m256i p0 = _mm256_mul_epu32(c0[g], M0);
+      const __m256i p1 = _mm256_mul_epu32(c2[g], M1);
+      const __m256i n0 = _mm256_xor_si256(GZ_HI32(p1), _mm256_xor_si256(c1[g], s.K0[r]));
+      const __m256i n2 = _mm256_xor_si256(GZ_HI32(p0), _mm256_xor_si256(c3[g], s.K1[r]));
+      c0[g] = n0; c1[g] = p1; c2[g] = n2; c3[g] = p0;
+    }
+    for (int q = 0; q < S; ++q) {
+      const uint64_t p0 = m0 * a0[q], p1 = m1 * a2[q];
+      a0[q] = uint32_t(hi_rot(p1)) ^ uint32_t(q1[q] ^ s.k0[r]);
+      a2[q] = uint32_t(hi_rot(p0)) ^ uint32_t(q3[q] ^ s.k1[r]);
+      q1[q] = p1; q3[q] = p0;
+    }
+  }
+  for (int q = 0; q < S; ++q) {  // round 9
+    const uint64_t p0 = m0 * a0[q], p1 = m1 * a2[q];
+    store_words<NOT>(sout + 4 * q, p0, p1, uint32_t(q1[q] ^ s.k0[9]), uint32_t(q3[q] ^ s.k1[9]));
+  }
+}
+
+// `iters` batches of 4 G vector blocks followed by S scalar blocks, from block j (the batch constants
+// of sched_batch hold for all of them). Writes 4 * (4 G + S) words per batch to o.
+template <bool NOT, int S>
+GZ_AVX2 inline void batches(const Sched& s, uint64_t j, uint64_t iters, uint32_t* o) {
+  constexpr int G = GZ_PHILOX_G;
+  constexpr uint32_t PER = 4 * G + S;
+  __m256i jv[G];
+  for (int g = 0; g < G; ++g)
+    jv[g] = _mm256_add_epi64(_mm256_set1_epi64x(int64_t(j + 4 * g)), _mm256_setr_epi64x(0, 1, 2, 3));
+  const __m256i step = _mm256_set1_epi64x(int64_t(PER));
+  const __m256i N = NOT ? _mm256_set1_epi32(-1) : _mm256_setzero_si256();
+  const __m256i K0f = _mm256_xor_si256(s.K0[9], N), K1f = _mm256_xor_si256(s.K1[9], N);
+  uint32_t js = uint32_t(j) + uint32_t(4 * G);
+  for (uint64_t it = 0; it < iters; ++it, o += 4 * PER, js += PER) {
+    __m256i c0[G], c1[G], c2[G], c3[G];
+    rounds_mixed<G, S, NOT>(s, jv, c0, c1, c2, c3, js, o + 16 * G);
+    for (int g = 0; g < G; ++g) {
+      store4<NOT>(o + 16 * g, c0[g], c1[g], c2[g], c3[g], K0f, K1f);
+      jv[g] = _mm256_add_epi64(jv[g], step);
+    }
+  }
+}
+
+template <bool NOT>
+GZ_AVX2 inline void batches_s(const Sched& s, int S, uint64_t j, uint64_t iters, uint32_t* o) {
+  if (!iters) return;
+  static_assert(GZ_PHILOX_S >= 0 && GZ_PHILOX_S <= 3, "GZ_PHILOX_S: 0 .. 3");
+  switch (S) {
+    case 0: batches<NOT, 0>(s, j, iters, o); break;
+    case 1: batches<NOT, (GZ_PHILOX_S >= 1 ? 1 : 0)>(s, j, iters, o); break;
+    case 2: batches<NOT, (GZ_PHILOX_S >= 2 ? 2 : 0)>(s, j, iters, o); break;
+    default: batches<NOT, (GZ_PHILOX_S >= 3 ? 3 : 0)>(s, j, iters, o); break;
+  }
+}
+
 // Blocks j0 .. j0+nblocks-1 with a schedule initialised by sched_init(s, seed) (reusable across calls, same seed).
+// V batches of 4 G vector blocks; up to GZ_PHILOX_S scalar blocks ride along in each batch (spread evenly), so
+// that no block is left to a slow tail when nblocks allows; what is left (fewer than 4 G blocks, or blocks beside a
+// counter-word-1 boundary) goes to scalar_block.
 template <bool NOT>
 GZ_AVX2 inline void blocks_sched(Sched& s, uint64_t seed, uint64_t j0, uint64_t nblocks, uint32_t* out, uint32_t stream) {
-  constexpr uint64_t G = GZ_PHILOX_G;
+  constexpr uint64_t G = GZ_PHILOX_G, SM = GZ_PHILOX_S;
   uint64_t done = 0;
   while (nblocks - done >= 4 * G) {
     const uint64_t j = j0 + done;
-    // whole batches before the next counter-word-1 boundary (a batch across it goes to the scalar tail)
+    // blocks before the next counter-word-1 boundary (no batch crosses it)
     const uint64_t to_wrap = (uint64_t(1) << 32) - (j & 0xFFFFFFFFu);
-    const uint64_t iters = std::min(nblocks - done, to_wrap) / (4 * G);
-    if (iters == 0) break;
+    const uint64_t avail = std::min(nblocks - done, to_wrap);
+    if (avail < 4 * G) break;
     sched_batch(s, seed, uint32_t(j >> 32), stream);
-    __m256i jv[G];
-    for (uint64_t g = 0; g < G; ++g)
-      jv[g] = _mm256_add_epi64(_mm256_set1_epi64x(int64_t(j + 4 * g)), _mm256_setr_epi64x(0, 1, 2, 3));
-    const __m256i step = _mm256_set1_epi64x(int64_t(4 * G));
-    const __m256i N = NOT ? _mm256_set1_epi32(-1) : _mm256_setzero_si256();
-    const __m256i K0f = _mm256_xor_si256(s.K0[9], N), K1f = _mm256_xor_si256(s.K1[9], N);
-    uint32_t* o = out + 4 * done;
-    for (uint64_t it = 0; it < iters; ++it, o += 16 * G) {
-      __m256i c0[G], c1[G], c2[G], c3[G];
-      rounds<int(G)>(s, jv, c0, c1, c2, c3);
-      for (uint64_t g = 0; g < G; ++g) {
-        store4<NOT>(o + 16 * g, c0[g], c1[g], c2[g], c3[g], K0f, K1f);
-        jv[g] = _mm256_add_epi64(jv[g], step);
-      }
-    }
-    done += iters * 4 * G;
+    const uint64_t V = std::min((avail + 4 * G + SM - 1) / (4 * G + SM), avail / (4 * G));
+    const uint64_t sc = std::min(avail - 4 * G * V, SM * V);  // scalar blocks inside the batches
+    const uint64_t lo = sc / V, nhi = sc % V;
+    batches_s<NOT>(s, int(lo + 1), j, nhi, out + 4 * done);
+    batches_s<NOT>(s, int(lo), j + nhi * (4 * G + lo + 1), V - nhi, out + 4 * (done + nhi * (4 * G + lo + 1)));
+    done += 4 * G * V + sc;
   }
   for (; done < nblocks; ++done) {
-    Philox4 w = philox_block(seed, j0 + done, stream);
-    if (NOT) for (int i = 0; i < 4; ++i) w.v[i] = ~w.v[i];
-    std::memcpy(out + 4 * done, w.v, 16);
+    const uint64_t j = j0 + done;
+    sched_batch(s, seed, uint32_t(j >> 32), stream);
+    scalar_block<NOT>(s, uint32_t(j), out + 4 * done);
   }
 }
 
