@@ -49,7 +49,7 @@ export interface RawHeader {
 }
 
 export interface RawInfo {
-  cpu: { avx2: boolean; bmi2: boolean; fma: boolean; f16c: boolean; sse42: boolean; hardwareThreads: number };
+  cpu: { avx2: boolean; bmi2: boolean; fma: boolean; f16c: boolean; sse42: boolean; pclmul: boolean; hardwareThreads: number };
   threads: number;
   formatVersion: number;
   maxN: number;

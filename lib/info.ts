@@ -15,7 +15,7 @@ export interface Info {
   version: string;
   formatVersion: number;
   napiVersion: number;
-  cpu: { avx2: boolean; bmi2: boolean; fma: boolean; f16c: boolean; sse42: boolean; hardwareThreads: number; simd: 'avx2' | 'scalar' };
+  cpu: { avx2: boolean; bmi2: boolean; fma: boolean; f16c: boolean; sse42: boolean; pclmul: boolean; hardwareThreads: number; simd: 'avx2' | 'scalar' };
   /** Default worker threads of the CPU pool (see setThreads). */
   threads: number;
   maxN: number;

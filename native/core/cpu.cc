@@ -19,6 +19,7 @@ CpuInfo detect() {
   unsigned a, b, cx, d;
   if (__get_cpuid(1, &a, &b, &cx, &d)) {
     c.sse42 = (cx >> 20) & 1;
+    c.pclmul = (cx >> 1) & 1;
     const bool osxsave = (cx >> 27) & 1, avx = (cx >> 28) & 1;
     const bool ymm_os = osxsave && (xgetbv0() & 6) == 6;  // XMM and YMM state enabled by the OS
     c.fma = ymm_os && avx && ((cx >> 12) & 1);

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <nmmintrin.h>
+#include <wmmintrin.h>
 
 #include "gradzip.h"
 
@@ -115,8 +116,71 @@ __attribute__((target("sse4.2"))) uint32_t crc32c_hw(const uint8_t* p, size_t le
   return ~hw_update(c, p, len);
 }
 
+// ---- carry-less multiply folding (PCLMULQDQ), after Intel's "Fast CRC Computation for Generic Polynomials Using
+// PCLMULQDQ" (2009). A 128-bit register X loaded little-endian from the stream is the reflected form of a degree-127
+// polynomial (bit k <-> x^(127-k)). Moving X forward by D bits onto a later 128-bit block: X * x^D = L * x^(64+D) +
+// H * x^D (L = low qword, the earlier 64 bits); pclmul of a reflected 64-bit L with reflect64(x^(e-1) mod P)
+// gives the reflected 128-bit form of L * x^e mod-equivalent (the product of two reflected operands lands one bit
+// low, hence e - 1). Four lanes advance 64 bytes per step; at the end they fold into one block, whose CRC (from a
+// zero state: the 0xFFFFFFFF init is xored into the first 4 bytes) the crc32 instruction finishes with the tail.
+// Why: on Zen 1 the crc32 instruction sustains ~4.5 GB/s even with three streams; pclmul folding ~2x that.
+namespace {
+uint64_t xpow_reflected(unsigned e) {  // reflect64(x^e mod P), P = 0x1EDC6F41 (normal form) + x^32
+  uint64_t v = 1;
+  for (unsigned i = 0; i < e; ++i) {
+    v <<= 1;
+    if (v & (uint64_t(1) << 32)) v ^= 0x11EDC6F41ull;
+  }
+  uint64_t r = 0;
+  for (unsigned d = 0; d < 32; ++d)
+    if ((v >> d) & 1) r |= uint64_t(1) << (63 - d);
+  return r;
+}
+struct FoldK {
+  uint64_t k512[2], k128[2];
+  FoldK() {
+    k512[0] = xpow_reflected(64 + 512 - 1);
+    k512[1] = xpow_reflected(512 - 1);
+    k128[0] = xpow_reflected(64 + 128 - 1);
+    k128[1] = xpow_reflected(128 - 1);
+  }
+};
+const FoldK& fold_k() { static const FoldK k; return k; }
+
+__attribute__((target("pclmul,sse4.2"))) inline __m128i fold(__m128i x, __m128i k, __m128i next) {
+  return _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11)), next);
+}
+}  // namespace
+
+__attribute__((target("pclmul,sse4.2"))) uint32_t crc32c_pclmul(const uint8_t* p, size_t len) {
+  if (len < 128) return crc32c_hw(p, len);
+  const FoldK& K = fold_k();
+  const __m128i k512 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(K.k512));
+  const __m128i k128 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(K.k128));
+  auto ld = [](const uint8_t* q) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(q)); };
+  __m128i a0 = _mm_xor_si128(ld(p), _mm_cvtsi32_si128(-1)), a1 = ld(p + 16), a2 = ld(p + 32), a3 = ld(p + 48);
+  p += 64;
+  len -= 64;
+  while (len >= 64) {
+    a0 = fold(a0, k512, ld(p));
+    a1 = fold(a1, k512, ld(p + 16));
+    a2 = fold(a2, k512, ld(p + 32));
+    a3 = fold(a3, k512, ld(p + 48));
+    p += 64;
+    len -= 64;
+  }
+  a1 = fold(a0, k128, a1);
+  a2 = fold(a1, k128, a2);
+  a3 = fold(a2, k128, a3);
+  uint64_t c = _mm_crc32_u64(0, uint64_t(_mm_cvtsi128_si64(a3)));
+  c = _mm_crc32_u64(c, uint64_t(_mm_extract_epi64(a3, 1)));
+  return ~hw_update(uint32_t(c), p, len);
+}
+
 uint32_t crc32c(const uint8_t* p, size_t len) {
   static const bool hw = cpu_info().sse42;
+  static const bool clmul = hw && cpu_info().pclmul;
+  if (clmul) return crc32c_pclmul(p, len);
   return hw ? crc32c_hw(p, len) : crc32c_table(p, len);
 }
 

@@ -92,7 +92,7 @@ uint64_t ef_step(const Params& p, const float* g, float* h, uint64_t n, float al
                  uint64_t cap, float* scratch);
 
 // Runtime info.
-struct CpuInfo { bool avx2, bmi2, fma, f16c, sse42; int threads; };
+struct CpuInfo { bool avx2, bmi2, fma, f16c, sse42; int threads; bool pclmul = false; };
 CpuInfo cpu_info();
 void set_default_threads(int t);  // 0 = hardware concurrency
 int default_threads();

@@ -555,6 +555,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   cpu.Set("fma", c.fma);
   cpu.Set("f16c", c.f16c);
   cpu.Set("sse42", c.sse42);
+  cpu.Set("pclmul", c.pclmul);
   cpu.Set("hardwareThreads", c.threads);
   Napi::Object o = Napi::Object::New(env);
   o.Set("cpu", cpu);

@@ -166,6 +166,14 @@ TEST(crc32c_paths_agree) {
     for (size_t off : {0, 1, 3, 7}) {
       CHECK_MSG(crc32c_hw(buf.data() + off, len) == crc32c_table(buf.data() + off, len), "len " << len << " off " << off);
     }
+  if (!cpu_info().pclmul) { std::fprintf(stderr, "  (no PCLMULQDQ: folding path skipped)\n"); return; }
+  // every length 0..1100 (the 128-byte cut-over, each 64-byte step and every tail length) and the long ones
+  for (size_t len = 0; len <= 1100; ++len)
+    for (size_t off : {0, 3}) {
+      CHECK_MSG(crc32c_pclmul(buf.data() + off, len) == crc32c_table(buf.data() + off, len), "pclmul len " << len << " off " << off);
+    }
+  for (size_t len : lens) CHECK_MSG(crc32c_pclmul(buf.data() + 1, len) == crc32c_table(buf.data() + 1, len), "pclmul len " << len);
+  CHECK_EQ(crc32c_pclmul(nullptr, 0), 0u);
 }
 
 // ------------------------------------------------------------------------------------------------- thread pool
