@@ -10,6 +10,8 @@ uint32_t crc32c(const uint8_t* p, size_t len);
 uint32_t crc32c_table(const uint8_t* p, size_t len);   // portable path
 uint32_t crc32c_hw(const uint8_t* p, size_t len);      // requires SSE4.2 (caller checks cpu_info().sse42)
 uint32_t crc32c_pclmul(const uint8_t* p, size_t len);  // requires SSE4.2 and PCLMULQDQ (cpu_info().pclmul)
+// crc32c(p, len) computed on up to `threads` pool threads (pieces of >= 1 MiB, combined over GF(2)).
+uint32_t crc32c_threads(const uint8_t* p, size_t len, int threads);
 // Raw update on the un-inverted state (crc32c(p, n) == ~crc32c_update_table(~0u, p, n)).
 uint32_t crc32c_update_table(uint32_t state, const uint8_t* p, size_t len);
 }  // namespace gz

@@ -262,7 +262,7 @@ uint64_t encode(const Params& pin, const float* x, uint64_t n, uint8_t* out, uin
   }
   for (uint32_t c = 0; c < C; ++c) st32(table + 4 * uint64_t(c), lens[c]);
   const uint64_t body = kHeaderBytes + P + uint64_t(C) * 4 + pb;
-  st32(out + body, crc32c(out, body));
+  st32(out + body, crc32c_threads(out, body, a.threads));
   return body + 4;
 }
 
@@ -382,11 +382,11 @@ void check_fixed_payload(const Header& h) {
     corrupt("payload is " + std::to_string(h.payload_bytes) + " bytes, the layout needs " + std::to_string(exact));
 }
 
-Header parse(const uint8_t* pkt, uint64_t len) {
+Header parse(const uint8_t* pkt, uint64_t len, int threads) {
   Header h = parse_header(pkt, len);
   const uint32_t C = h.chunk_count;
   const uint32_t crc = ld32(pkt + len - 4);
-  if (crc32c(pkt, len - 4) != crc) corrupt("CRC32C mismatch");
+  if (crc32c_threads(pkt, len - 4, threads) != crc) corrupt("CRC32C mismatch");
   h.params = pkt + kHeaderBytes;
   h.chunk_table = h.params + h.param_bytes;
   h.payload = h.chunk_table + uint64_t(C) * 4;
@@ -408,9 +408,9 @@ Header parse(const uint8_t* pkt, uint64_t len) {
 
 void decode(const uint8_t* pkt, uint64_t len, float* out, uint64_t n, bool add, float alpha, int threads,
             bool force_scalar) {
-  const Header h = parse(pkt, len);
-  if (n != h.n) invalid("output has " + std::to_string(n) + " elements, the packet holds " + std::to_string(h.n));
   if (threads < 0) invalid("threads must be >= 0");
+  const Header h = parse(pkt, len, resolve_threads(threads));
+  if (n != h.n) invalid("output has " + std::to_string(n) + " elements, the packet holds " + std::to_string(h.n));
   if (n == 0) return;
   if (!out) invalid("output is null");
   DecodeArgs a{};

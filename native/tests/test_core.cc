@@ -176,6 +176,18 @@ TEST(crc32c_paths_agree) {
   CHECK_EQ(crc32c_pclmul(nullptr, 0), 0u);
 }
 
+TEST(crc32c_threads_agree) {
+  std::mt19937 rng(11);
+  std::vector<uint8_t> buf((size_t(5) << 20) + 200);
+  for (auto& b : buf) b = uint8_t(rng());
+  const size_t lens[] = {0, 100, (size_t(2) << 20) - 1, size_t(2) << 20, (size_t(2) << 20) + 77, (size_t(3) << 20) + 5,
+                         size_t(5) << 20};
+  for (size_t len : lens) {
+    const uint32_t ref = crc32c_table(buf.data() + 3, len);
+    for (int th : {1, 2, 3, 4}) CHECK_MSG(crc32c_threads(buf.data() + 3, len, th) == ref, "len " << len << " threads " << th);
+  }
+}
+
 // ------------------------------------------------------------------------------------------------- thread pool
 TEST(threadpool_basics) {
   for (int th : {1, 2, 3, 8}) {
