@@ -682,7 +682,7 @@ GZ_AVX2 void dec_table_range(const QCfg& c, const uint8_t* payload, uint64_t j0,
       const __m128i T = _mm_castps_si128(_mm256_castps256_ps128(v0));
       __m128i I[4];
       for (; i + 64 <= m; i += 64, q += 16) {
-        if (MODE == 1)  // the accumulator 4 KiB ahead, every line (Zen 1's hardware prefetcher alone leaves it ~30% slower)
+        if (MODE == 1)  // the accumulator 4 KiB ahead, every line (see docs/PERFORMANCE.md: the in-place floor)
           for (int k = 0; k < 4; ++k) _mm_prefetch(reinterpret_cast<const char*>(out + start + i + 1024 + 16 * k), _MM_HINT_T0);
         if ((i & 255) == 0) _mm_prefetch(reinterpret_cast<const char*>(q + 1024), _MM_HINT_T0);
         uint64_t r[2];

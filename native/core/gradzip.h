@@ -72,7 +72,7 @@ uint64_t max_bytes(const Params& p, uint64_t n);
 uint64_t encode(const Params& p, const float* x, uint64_t n, uint8_t* out, uint64_t cap);
 
 // Parses and validates header, sizes, chunk table sums and CRC (the CRC on up to `threads` threads). Throws CORRUPT.
-Header parse(const uint8_t* pkt, uint64_t len, int threads = 1);
+Header parse(const uint8_t* pkt, uint64_t len, int threads = 1, bool check_crc = true);
 // The shared first half of parse(): the 48-byte header and the parameter block of a packet of `len` bytes, with
 // every size rule that needs no chunk table and no CRC. Reads only pkt[0, 48 + P) (P <= 12 + 4*65), after checking
 // 48 + P + 4 <= len, so pkt may hold just a packet's first min(len, 320) bytes (the CUDA path reads device packets
@@ -83,8 +83,10 @@ void check_fixed_payload(const Header& h);
 
 // Decodes into out[0..n) (n must equal the header's n: INVALID_ARG otherwise).
 // add=false: out = v; add=true: out = out + alpha * v (multiply then add, no FMA).
+// crc_checked: the caller has just verified this packet's CRC with parse() (the CRC pass is skipped; every other
+// check still runs, so a packet changed in between can give wrong floats but never an unsafe access).
 void decode(const uint8_t* pkt, uint64_t len, float* out, uint64_t n, bool add, float alpha, int threads,
-            bool force_scalar = false);
+            bool force_scalar = false, bool crc_checked = false);
 
 // Error feedback (ECQ-SGD): v = g + alpha*h; packet = Q(v); h = beta*h + (g - decode(packet)).
 // scratch must hold n floats. Returns the packet length.

@@ -7,6 +7,7 @@
 // GradzipError with the JS stack. Async workers catch gz::Error in Execute (no JS there) and reject in OnError.
 #include <napi.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -342,8 +343,11 @@ DecodeArgs GetDecodeArgs(const Napi::CallbackInfo& info, size_t alpha_at) {
 constexpr uint64_t kMaxTypedLength = uint64_t(1) << 32;  // node 20: the longest Float32Array
 constexpr uint64_t kBigOutputBytes = uint64_t(64) << 20;
 
-Napi::TypedArrayOf<float> AllocFor(Napi::Env env, const View& pkt) {
-  const gz::Header h = Guard(env, [&] { return gz::parse(static_cast<const uint8_t*>(pkt.data), pkt.bytes); });
+Napi::TypedArrayOf<float> AllocFor(Napi::Env env, const View& pkt, int threads) {
+  const gz::Header h = Guard(env, [&] {
+    const int t = threads > 0 ? std::min(threads, 256) : gz::default_threads();  // as gz::decode resolves it
+    return gz::parse(static_cast<const uint8_t*>(pkt.data), pkt.bytes, t);
+  });
   if (h.n > kMaxTypedLength)
     ThrowInvalid(env, "the packet holds n = " + std::to_string(h.n) + " elements, more than a Float32Array can hold");
   const size_t n = static_cast<size_t>(h.n);
@@ -361,11 +365,14 @@ Napi::Value Decode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   DecodeArgs a = GetDecodeArgs(info, 0);
   Napi::Value outv = info[1];
-  if (outv.IsUndefined() || outv.IsNull()) outv = AllocFor(env, a.pkt);
+  // Without `out`, AllocFor has just parsed the packet, CRC included; the decode that follows (same thread, no JS
+  // in between) does not check the CRC a second time.
+  const bool allocated = outv.IsUndefined() || outv.IsNull();
+  if (allocated) outv = AllocFor(env, a.pkt, a.threads);
   View out = GetTyped(env, outv, napi_float32_array, "out");
   Guard(env, [&] {
     gz::decode(static_cast<const uint8_t*>(a.pkt.data), a.pkt.bytes, static_cast<float*>(out.data), out.length, false,
-               1.f, a.threads, a.scalar);
+               1.f, a.threads, a.scalar, allocated);
     return 0;
   });
   return outv;
@@ -418,7 +425,7 @@ Napi::Value DecodeAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   DecodeArgs a = GetDecodeArgs(info, 0);
   Napi::Value outv = info[1];
-  if (outv.IsUndefined() || outv.IsNull()) outv = AllocFor(env, a.pkt);
+  if (outv.IsUndefined() || outv.IsNull()) outv = AllocFor(env, a.pkt, a.threads);
   auto* w = new DecodeWorker(env, info[0], a, outv, false);
   Napi::Promise pr = w->Promise();
   w->Queue();
