@@ -183,10 +183,14 @@ __attribute__((target("pclmul,sse4.2"))) static uint32_t pclmul_update(uint32_t 
 
 uint32_t crc32c_pclmul(const uint8_t* p, size_t len) { return ~pclmul_update(0xFFFFFFFFu, p, len); }
 
+static bool have_clmul() {
+  static const bool b = cpu_info().sse42 && cpu_info().pclmul;
+  return b;
+}
+
 uint32_t crc32c(const uint8_t* p, size_t len) {
   static const bool hw = cpu_info().sse42;
-  static const bool clmul = hw && cpu_info().pclmul;
-  if (clmul) return crc32c_pclmul(p, len);
+  if (have_clmul()) return crc32c_pclmul(p, len);
   return hw ? crc32c_hw(p, len) : crc32c_table(p, len);
 }
 
@@ -198,7 +202,7 @@ uint32_t crc32c_threads(const uint8_t* p, size_t len, int threads) {
   if (threads < 2 || len < kMin || !cpu_info().sse42) return crc32c(p, len);
   const size_t T = std::min<size_t>(size_t(threads), len / (kMin / 2));
   const size_t piece = (len / T) & ~size_t(63);
-  static const bool clmul = cpu_info().pclmul;
+  const bool clmul = have_clmul();
   std::vector<uint32_t> st(T);
   par_for(int(T), T, [&](uint64_t t) {
     const size_t lo = t * piece, hi = t + 1 == T ? len : lo + piece;

@@ -71,7 +71,8 @@ uint64_t max_bytes(const Params& p, uint64_t n);
 // (INVALID_ARG otherwise). Throws NONFINITE / INVALID_ARG.
 uint64_t encode(const Params& p, const float* x, uint64_t n, uint8_t* out, uint64_t cap);
 
-// Parses and validates header, sizes, chunk table sums and CRC (the CRC on up to `threads` threads). Throws CORRUPT.
+// Parses and validates header, sizes, chunk table sums and CRC (the CRC on up to `threads` threads, 0 = the
+// default count, as for decode). Throws CORRUPT.
 Header parse(const uint8_t* pkt, uint64_t len, int threads = 1, bool check_crc = true);
 // The shared first half of parse(): the 48-byte header and the parameter block of a packet of `len` bytes, with
 // every size rule that needs no chunk table and no CRC. Reads only pkt[0, 48 + P) (P <= 12 + 4*65), after checking

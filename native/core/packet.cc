@@ -386,7 +386,7 @@ Header parse(const uint8_t* pkt, uint64_t len, int threads, bool check_crc) {
   Header h = parse_header(pkt, len);
   const uint32_t C = h.chunk_count;
   const uint32_t crc = ld32(pkt + len - 4);
-  if (check_crc && crc32c_threads(pkt, len - 4, threads) != crc) corrupt("CRC32C mismatch");
+  if (check_crc && crc32c_threads(pkt, len - 4, resolve_threads(threads)) != crc) corrupt("CRC32C mismatch");
   h.params = pkt + kHeaderBytes;
   h.chunk_table = h.params + h.param_bytes;
   h.payload = h.chunk_table + uint64_t(C) * 4;
@@ -409,7 +409,7 @@ Header parse(const uint8_t* pkt, uint64_t len, int threads, bool check_crc) {
 void decode(const uint8_t* pkt, uint64_t len, float* out, uint64_t n, bool add, float alpha, int threads,
             bool force_scalar, bool crc_checked) {
   if (threads < 0) invalid("threads must be >= 0");
-  const Header h = parse(pkt, len, resolve_threads(threads), !crc_checked);
+  const Header h = parse(pkt, len, threads, !crc_checked);
   if (n != h.n) invalid("output has " + std::to_string(n) + " elements, the packet holds " + std::to_string(h.n));
   if (n == 0) return;
   if (!out) invalid("output is null");

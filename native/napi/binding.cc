@@ -7,7 +7,6 @@
 // GradzipError with the JS stack. Async workers catch gz::Error in Execute (no JS there) and reject in OnError.
 #include <napi.h>
 
-#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -344,10 +343,7 @@ constexpr uint64_t kMaxTypedLength = uint64_t(1) << 32;  // node 20: the longest
 constexpr uint64_t kBigOutputBytes = uint64_t(64) << 20;
 
 Napi::TypedArrayOf<float> AllocFor(Napi::Env env, const View& pkt, int threads) {
-  const gz::Header h = Guard(env, [&] {
-    const int t = threads > 0 ? std::min(threads, 256) : gz::default_threads();  // as gz::decode resolves it
-    return gz::parse(static_cast<const uint8_t*>(pkt.data), pkt.bytes, t);
-  });
+  const gz::Header h = Guard(env, [&] { return gz::parse(static_cast<const uint8_t*>(pkt.data), pkt.bytes, threads); });
   if (h.n > kMaxTypedLength)
     ThrowInvalid(env, "the packet holds n = " + std::to_string(h.n) + " elements, more than a Float32Array can hold");
   const size_t n = static_cast<size_t>(h.n);
