@@ -28,46 +28,9 @@ struct Tables {
 };
 const Tables& tables() { static const Tables t; return t; }
 
-// GF(2) helpers to combine interleaved streams: multiply the CRC state by x^(8*len) mod P.
-// shift_op[k] is the 32x32 matrix (as 32 column words) of "append 2^k * 8 zero bytes"... computed lazily.
-uint32_t gf2_times(const uint32_t* mat, uint32_t vec) {
-  uint32_t sum = 0;
-  for (int i = 0; vec; ++i, vec >>= 1) if (vec & 1) sum ^= mat[i];
-  return sum;
-}
-void gf2_square(uint32_t* sq, const uint32_t* mat) { for (int i = 0; i < 32; ++i) sq[i] = gf2_times(mat, mat[i]); }
-
-// Operator "process len zero bytes" applied to a raw state.
-struct ZeroOp { uint32_t m[32]; };
-ZeroOp zero_op(size_t len) {
-  uint32_t odd[32], even[32];
-  odd[0] = kPoly;  // one zero bit
-  uint32_t row = 1;
-  for (int i = 1; i < 32; ++i) { odd[i] = row; row <<= 1; }
-  gf2_square(even, odd);  // 2 bits
-  gf2_square(odd, even);  // 4 bits
-  // now odd = 4 zero bits; square to 8 bits = one byte
-  uint32_t cur[32], tmp[32];
-  gf2_square(cur, odd);   // 8 bits
-  ZeroOp r;
-  for (int i = 0; i < 32; ++i) r.m[i] = 1u << i;  // identity
-  while (len) {
-    if (len & 1) {
-      uint32_t nm[32];
-      for (int i = 0; i < 32; ++i) nm[i] = gf2_times(cur, r.m[i]);
-      std::memcpy(r.m, nm, sizeof nm);
-    }
-    len >>= 1;
-    if (!len) break;
-    gf2_square(tmp, cur);
-    std::memcpy(cur, tmp, sizeof tmp);
-  }
-  return r;
-}
-
 constexpr size_t kBlock = 4096;  // bytes per stream per round of the 3-way interleave
-const ZeroOp& op_block() { static const ZeroOp z = zero_op(kBlock); return z; }
-const ZeroOp& op_block2() { static const ZeroOp z = zero_op(2 * kBlock); return z; }
+uint32_t op_block() { static const uint32_t z = crc32c_shift_op(kBlock); return z; }
+uint32_t op_block2() { static const uint32_t z = crc32c_shift_op(2 * kBlock); return z; }
 
 }  // namespace
 
@@ -112,7 +75,7 @@ __attribute__((target("sse4.2"))) uint32_t crc32c_hw(const uint8_t* p, size_t le
       a = _mm_crc32_u64(a, v0); b = _mm_crc32_u64(b, v1); d = _mm_crc32_u64(d, v2);
     }
     // state after all three = shift(a, 2 blocks) ^ shift(b, 1 block) ^ d  (streams b, d started from 0)
-    c = gf2_times(op_block2().m, uint32_t(a)) ^ gf2_times(op_block().m, uint32_t(b)) ^ uint32_t(d);
+    c = crc32c_shift(op_block2(), uint32_t(a)) ^ crc32c_shift(op_block(), uint32_t(b)) ^ uint32_t(d);
     p += 3 * kBlock;
     len -= 3 * kBlock;
   }
@@ -194,9 +157,45 @@ uint32_t crc32c(const uint8_t* p, size_t len) {
   return hw ? crc32c_hw(p, len) : crc32c_table(p, len);
 }
 
+// x^(8 len) mod P by squaring (zlib's multmodp / x2nmodp, for the Castagnoli polynomial): reflected 32-bit
+// polynomials, bit 31 = x^0.
+namespace {
+uint32_t multmodp(uint32_t a, uint32_t b) {
+  uint32_t m = 1u << 31, p = 0;
+  for (;;) {
+    if (a & m) {
+      p ^= b;
+      if ((a & (m - 1)) == 0) break;
+    }
+    m >>= 1;
+    b = (b & 1) ? (b >> 1) ^ kPoly : b >> 1;
+  }
+  return p;
+}
+struct X2n {
+  uint32_t t[64];  // x^(2^k) mod P
+  X2n() {
+    uint32_t p = 1u << 30;  // x^1
+    t[0] = p;
+    for (int k = 1; k < 64; ++k) t[k] = p = multmodp(p, p);
+  }
+};
+const X2n& x2n() { static const X2n x; return x; }
+}  // namespace
+
+uint32_t crc32c_shift_op(uint64_t len) {
+  const X2n& X = x2n();
+  uint32_t p = 1u << 31;  // x^0
+  for (unsigned k = 3; len; len >>= 1, ++k)  // len < 2^61
+    if (len & 1) p = multmodp(X.t[k], p);
+  return p;
+}
+
+uint32_t crc32c_shift(uint32_t op, uint32_t state) { return multmodp(op, state); }  // op != 0
+
 // Large buffers on several threads: T pieces, each piece's raw state from zero (the first from ~0), combined in
 // order with "append |piece| zero bytes" operators (CRC is linear over GF(2)): state(A B) = shift_|B|(state(A)) ^
-// state_0(B). The operator costs ~30 µs to build, so only buffers of 2 MiB and more are split.
+// state_0(B). Only buffers of 2 MiB and more are split (a pool dispatch costs a few µs).
 uint32_t crc32c_threads(const uint8_t* p, size_t len, int threads) {
   constexpr size_t kMin = size_t(1) << 21;
   if (threads < 2 || len < kMin || !cpu_info().sse42) return crc32c(p, len);
@@ -209,11 +208,11 @@ uint32_t crc32c_threads(const uint8_t* p, size_t len, int threads) {
     const uint32_t init = t == 0 ? 0xFFFFFFFFu : 0u;
     st[t] = clmul ? pclmul_update(init, p + lo, hi - lo) : hw_update(init, p + lo, hi - lo);
   });
-  const ZeroOp zp = zero_op(piece);
+  const uint32_t op = crc32c_shift_op(piece);
   uint32_t c = st[0];
   for (size_t t = 1; t < T; ++t) {
     const size_t plen = t + 1 == T ? len - t * piece : piece;
-    c = (plen == piece ? gf2_times(zp.m, c) : gf2_times(zero_op(plen).m, c)) ^ st[t];
+    c = crc32c_shift(plen == piece ? op : crc32c_shift_op(plen), c) ^ st[t];
   }
   return ~c;
 }

@@ -188,6 +188,28 @@ TEST(crc32c_threads_agree) {
   }
 }
 
+// The combine operator against a direct computation: state(A B) = shift_|B|(state(A)) ^ state_0(B) for cuts
+// anywhere (empty parts included) and lengths whose operators use high powers (x^(2^k) for k up to 33).
+TEST(crc32c_shift_combines) {
+  std::mt19937 rng(13);
+  std::vector<uint8_t> buf(200000);
+  for (auto& b : buf) b = uint8_t(rng());
+  for (size_t len : {size_t(0), size_t(1), size_t(9), size_t(4096), size_t(77777), size_t(200000)})
+    for (size_t cut : {size_t(0), len / 3, len / 2, len}) {
+      const uint32_t a = crc32c_update_table(0xFFFFFFFFu, buf.data(), cut);
+      const uint32_t b = crc32c_update_table(0u, buf.data() + cut, len - cut);
+      CHECK_MSG(~(crc32c_shift(crc32c_shift_op(len - cut), a) ^ b) == crc32c_table(buf.data(), len),
+                "len " << len << " cut " << cut);
+    }
+  // shift by 2^30 + 3 zero bytes = shift by 2^30 then by 3 (operators compose), without 1 GiB of zeros
+  const uint32_t s = 0x12345678u;
+  CHECK_EQ(crc32c_shift(crc32c_shift_op((uint64_t(1) << 30) + 3), s),
+           crc32c_shift(crc32c_shift_op(3), crc32c_shift(crc32c_shift_op(uint64_t(1) << 30), s)));
+  // and a shift by n zero bytes is the table CRC over n zeros from that state
+  std::vector<uint8_t> z(5000, 0);
+  CHECK_EQ(crc32c_shift(crc32c_shift_op(z.size()), s), crc32c_update_table(s, z.data(), z.size()));
+}
+
 // ------------------------------------------------------------------------------------------------- thread pool
 TEST(threadpool_basics) {
   for (int th : {1, 2, 3, 8}) {
