@@ -6,13 +6,14 @@
 #include <nmmintrin.h>
 #include <wmmintrin.h>
 
+#include "crc32c_gf2.h"
 #include "gradzip.h"
 #include "threadpool.h"
 
 namespace gz {
 namespace {
 
-constexpr uint32_t kPoly = 0x82F63B78u;
+constexpr uint32_t kPoly = gf2::kPoly;
 
 struct Tables {
   uint32_t t[8][256];
@@ -157,41 +158,14 @@ uint32_t crc32c(const uint8_t* p, size_t len) {
   return hw ? crc32c_hw(p, len) : crc32c_table(p, len);
 }
 
-// x^(8 len) mod P by squaring (zlib's multmodp / x2nmodp, for the Castagnoli polynomial): reflected 32-bit
-// polynomials, bit 31 = x^0.
-namespace {
-uint32_t multmodp(uint32_t a, uint32_t b) {
-  uint32_t m = 1u << 31, p = 0;
-  for (;;) {
-    if (a & m) {
-      p ^= b;
-      if ((a & (m - 1)) == 0) break;
-    }
-    m >>= 1;
-    b = (b & 1) ? (b >> 1) ^ kPoly : b >> 1;
-  }
-  return p;
-}
-struct X2n {
-  uint32_t t[64];  // x^(2^k) mod P
-  X2n() {
-    uint32_t p = 1u << 30;  // x^1
-    t[0] = p;
-    for (int k = 1; k < 64; ++k) t[k] = p = multmodp(p, p);
-  }
-};
-const X2n& x2n() { static const X2n x; return x; }
-}  // namespace
-
-uint32_t crc32c_shift_op(uint64_t len) {
-  const X2n& X = x2n();
-  uint32_t p = 1u << 31;  // x^0
-  for (unsigned k = 3; len; len >>= 1, ++k)  // len < 2^61
-    if (len & 1) p = multmodp(X.t[k], p);
-  return p;
+static const gf2::X2n& x2n() {
+  static const gf2::X2n x = gf2::make_x2n();
+  return x;
 }
 
-uint32_t crc32c_shift(uint32_t op, uint32_t state) { return multmodp(op, state); }  // op != 0
+uint32_t crc32c_shift_op(uint64_t len) { return gf2::x2nmodp(x2n(), len, 3); }  // x^(8 len)
+
+uint32_t crc32c_shift(uint32_t op, uint32_t state) { return gf2::multmodp(op, state); }  // op != 0
 
 // Large buffers on several threads: T pieces, each piece's raw state from zero (the first from ~0), combined in
 // order with "append |piece| zero bytes" operators (CRC is linear over GF(2)): state(A B) = shift_|B|(state(A)) ^

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 #include "core/crc32c.h"
+#include "core/crc32c_gf2.h"
 #include "cuda/fixed.cuh"
 #include "cuda/kernels.h"
 
@@ -46,42 +47,20 @@ int device_count(std::string* err) {
 // ---------------------------------------------------------------- CRC32C
 namespace {
 
-constexpr uint32_t kPoly = 0x82F63B78u;
+using gz::gf2::kPoly;
+using gz::gf2::multmodp;
+using gz::gf2::x2nmodp;
 constexpr uint32_t kSeg = 128;  // bytes per segment (one thread each)
 
 struct CrcConsts {
-  uint32_t x2n[32];  // x^(2^k) mod P
+  gz::gf2::X2n x2n;  // x^(2^k) mod P (period 31 in k)
   uint32_t lvl[8];   // x^(8*kSeg*2^l) mod P
 };
-
-__host__ __device__ inline uint32_t multmodp(uint32_t a, uint32_t b) {
-  uint32_t m = 1u << 31, p = 0;
-  for (;;) {
-    if (a & m) {
-      p ^= b;
-      if ((a & (m - 1)) == 0) break;
-    }
-    m >>= 1;
-    b = b & 1 ? (b >> 1) ^ kPoly : b >> 1;
-  }
-  return p;
-}
-__host__ __device__ inline uint32_t x2nmodp(const uint32_t* x2n, uint64_t n, unsigned k) {
-  uint32_t p = 1u << 31;
-  while (n) {
-    if (n & 1) p = multmodp(x2n[k & 31], p);
-    n >>= 1;
-    ++k;
-  }
-  return p;
-}
 
 const CrcConsts& crc_consts() {
   static const CrcConsts c = [] {
     CrcConsts r;
-    uint32_t p = 1u << 30;  // x^1
-    r.x2n[0] = p;
-    for (int k = 1; k < 32; ++k) r.x2n[k] = p = multmodp(p, p);
+    r.x2n = gz::gf2::make_x2n();
     for (int l = 0; l < 8; ++l) r.lvl[l] = x2nmodp(r.x2n, uint64_t(kSeg) << l, 3);
     return r;
   }();

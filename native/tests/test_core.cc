@@ -205,6 +205,12 @@ TEST(crc32c_shift_combines) {
   const uint32_t s = 0x12345678u;
   CHECK_EQ(crc32c_shift(crc32c_shift_op((uint64_t(1) << 30) + 3), s),
            crc32c_shift(crc32c_shift_op(3), crc32c_shift(crc32c_shift_op(uint64_t(1) << 30), s)));
+  // x^(8 2^j) by j squarings of x^8, without the x^(2^k) table: the table's period-31 wrap (k = 3 + j >= 31 here)
+  uint32_t sq = crc32c_shift_op(1);
+  for (int j = 1; j <= 45; ++j) {
+    sq = crc32c_shift(sq, sq);
+    if (j >= 26) CHECK_MSG(crc32c_shift_op(uint64_t(1) << j) == sq, "2^" << j);
+  }
   // and a shift by n zero bytes is the table CRC over n zeros from that state
   std::vector<uint8_t> z(5000, 0);
   CHECK_EQ(crc32c_shift(crc32c_shift_op(z.size()), s), crc32c_update_table(s, z.data(), z.size()));
