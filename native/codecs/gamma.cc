@@ -1040,6 +1040,7 @@ struct Stream {
   uint64_t blim;        // a table step may load 8 bytes at bp when bp <= blim
   uint64_t bend_bits;   // bit pointer of the stream's end
   bool fast;            // nbytes >= 8 (blim valid)
+  uint64_t bfast;       // sparse: a step may load 8 bytes at bp when bp <= bfast (inside the packet's payload)
   uint8_t* k0;          // region: symbols of the chunk's elements
   uint8_t* kp;          // next symbol (gamma) / next element (sparse)
   uint8_t* kend;        // k0 + M
@@ -1051,7 +1052,7 @@ struct Stream {
   bool done;
 };
 
-void stream_init(Stream& st, const uint8_t* p, uint64_t len, uint8_t* k0, uint64_t M) {
+void stream_init(Stream& st, const uint8_t* p, uint64_t len, uint8_t* k0, uint64_t M, const uint8_t* pend) {
   st.base = p;
   st.nbytes = len;
   st.bp = uint64_t(uintptr_t(p)) * 8;
@@ -1059,6 +1060,7 @@ void stream_init(Stream& st, const uint8_t* p, uint64_t len, uint8_t* k0, uint64
   // a step at bp loads bytes [bp >> 3, (bp >> 3) + 8): bp <= 8 * (base + len - 8) + 7
   st.blim = st.fast ? uint64_t(uintptr_t(p + len - 8)) * 8 + 7 : 0;
   st.bend_bits = uint64_t(uintptr_t(p + len)) * 8;
+  st.bfast = pend - p >= 8 ? uint64_t(uintptr_t(pend - 8)) * 8 + 7 : 0;
   st.k0 = st.kp = k0;
   st.kend = k0 + M;
   st.done = false;
@@ -1250,34 +1252,61 @@ void sparse_finish(Stream& st, const SpTab& T, uint32_t s, int maxN_z) {
   }
 }
 
-inline uint64_t sparse_room(const Stream& st) {
-  if (st.done || !st.fast || st.bp > st.blim) return 0;
-  return std::min<uint64_t>((st.blim - st.bp) / 12 + 1, st.left);
+// Sparse stage 1 runs the streams in lockstep batches of K steps; K is bounded by every stream's triples left in
+// its bucket (so a batch never crosses a bucket end) and by its bits of room before `bfast`, the last bit position
+// at which an 8-byte load stays inside the packet's payload (not its chunk: a step may read the next chunk's bytes,
+// so only the packet's last chunk takes the checked path at its end). A step takes at most `maxbits` bits. After
+// a batch, a stream whose bit pointer passed its chunk's end, or whose output pointer passed its bucket's end, is
+// corrupt; a bucket that is complete moves on to the next (reading nnz) inside the loop, so a batch break costs
+// little. Triples the 12-bit table does not resolve (runs >= 31, long codes) are decoded in-line from the 64-bit
+// peek with every check of the slow path (the run is checked against the bucket end before its store).
+inline uint64_t sparse_room(const Stream& st, uint64_t maxbits) {
+  if (st.done || st.bp > st.bfast) return 0;
+  return std::min<uint64_t>((st.bfast - st.bp) / maxbits + 1, st.left);
 }
 
-// Lockstep batches while every stream has room; returns when one needs the checked path or a new bucket.
+// A triple the table does not resolve, from the 57-bit peek w at bp (which may reach past the chunk: the caller
+// checks bp against the chunk's end after the batch). Stores the symbol; returns the new bit and output pointers.
+struct BpKp {
+  uint64_t bp;
+  uint8_t* kp;
+};
+__attribute__((noinline)) BpKp sparse_miss(uint64_t w, uint64_t bp, uint8_t* kp, const uint8_t* bend, uint32_t s,
+                                           int maxN_r, int maxN_z) {
+  if (w == 0) corrupt("Elias-gamma code too long");
+  const int N1 = ctz64(w);
+  if (N1 > maxN_r) corrupt("Elias-gamma code too long");
+  const uint64_t r1 = ((w >> (N1 + 1)) & ((uint64_t(1) << N1) - 1)) | (uint64_t(1) << N1);
+  w >>= 2 * N1 + 1;
+  if (w == 0) corrupt("Elias-gamma code too long");
+  const int N2 = ctz64(w);
+  if (N2 > maxN_z) corrupt("Elias-gamma code too long");
+  const uint64_t z = ((w >> (N2 + 1)) & ((uint64_t(1) << N2) - 1)) | (uint64_t(1) << N2);
+  if (z > s) corrupt("level above s");
+  const uint32_t sg = uint32_t(w >> (2 * N2 + 1)) & 1u;
+  put_triple(kp, bend, r1, uint8_t(2 * z + sg));
+  return BpKp{bp + uint64_t(2 * N1 + 1) + uint64_t(2 * N2 + 1) + 1, kp};
+}
+
+// Lockstep batches until a stream is done or nears the packet's end.
 template <int NS>
-void sparse_lockstep(Stream** sp, const SpTab& T, uint32_t s, int maxN_z) {
+void sparse_lockstep(Stream** sp, const SpTab& T, uint32_t s, int maxN_z, uint64_t maxbits) {
+  uint64_t bp[NS];
+  uint8_t* kp[NS];
+  for (int i = 0; i < NS; ++i) { bp[i] = sp[i]->bp; kp[i] = sp[i]->kp; }
   for (;;) {
     uint64_t K = kBatch;
-    for (int i = 0; i < NS; ++i) K = std::min(K, sparse_room(*sp[i]));
+    for (int i = 0; i < NS; ++i) K = std::min(K, sparse_room(*sp[i], maxbits));
     if (K == 0) return;
-    uint64_t bp[NS];
-    uint8_t* kp[NS];
-    for (int i = 0; i < NS; ++i) { bp[i] = sp[i]->bp; kp[i] = sp[i]->kp; }
-    uint64_t t = 0;
-    bool miss = false;
-    for (; t < K && !miss; ++t) {
+    for (uint64_t t = 0; t < K; ++t) {
 #pragma GCC unroll 4
       for (int i = 0; i < NS; ++i) {
-        const uint32_t e = T.e[peek_abs(bp[i]) & kPeekMask];
+        const uint64_t w = peek_abs(bp[i]);
+        const uint32_t e = T.e[w & kPeekMask];
         if (__builtin_expect(e == 0, 0)) {
-          sp[i]->bp = bp[i];
-          sp[i]->kp = kp[i];
-          const Triple tr = sparse_slow_triple(*sp[i], s, maxN_z);
-          put_triple(kp[i], sp[i]->bend, uint32_t(tr.r1k), uint8_t(tr.r1k >> 32));
-          bp[i] = tr.bp;
-          miss = true;
+          const BpKp r = sparse_miss(w, bp[i], kp[i], sp[i]->bend, s, sp[i]->maxN_r, maxN_z);
+          bp[i] = r.bp;
+          kp[i] = r.kp;
           continue;
         }
         kp[i] += e & 0xFF;
@@ -1285,29 +1314,44 @@ void sparse_lockstep(Stream** sp, const SpTab& T, uint32_t s, int maxN_z) {
         bp[i] += e >> 16;
       }
     }
+    bool out = false;
     for (int i = 0; i < NS; ++i) {
-      sp[i]->bp = bp[i];
-      sp[i]->kp = kp[i];
-      if (kp[i] > sp[i]->bend) corrupt("zero run past the bucket end");
-      sp[i]->left -= t;
+      Stream& x = *sp[i];
+      if (bp[i] > x.bend_bits) corrupt("bit stream read past the end of its chunk");
+      if (kp[i] > x.bend) corrupt("zero run past the bucket end");
+      x.bp = bp[i];
+      x.kp = kp[i];
+      x.left -= K;
+      if (x.left == 0) {
+        sparse_next_bucket(x);
+        bp[i] = x.bp;
+        kp[i] = x.kp;
+        out |= x.done;
+      }
     }
+    if (out) return;
   }
 }
 
 void sparse_streams(Stream* st, int ns, const SpTab& T, uint32_t s, int maxN_z) {
   Stream* act[4];
   int na = 0;
-  for (int i = 0; i < ns; ++i) act[na++] = &st[i];
+  uint64_t maxbits = 12;
+  for (int i = 0; i < ns; ++i) {
+    act[na++] = &st[i];
+    // the longest triple: gamma(r + 1) with r + 1 <= 2^(maxN_r + 1) - 1, gamma(zeta), the sign
+    maxbits = std::max<uint64_t>(maxbits, uint64_t(2 * floor_log2_u64(st[i].b) + 1 + 2 * maxN_z + 1 + 1));
+  }
   while (na > 0) {
-    if (na == 4) sparse_lockstep<4>(act, T, s, maxN_z);
-    else if (na == 3) sparse_lockstep<3>(act, T, s, maxN_z);
-    else if (na == 2) sparse_lockstep<2>(act, T, s, maxN_z);
-    else sparse_lockstep<1>(act, T, s, maxN_z);
+    if (na == 4) sparse_lockstep<4>(act, T, s, maxN_z, maxbits);
+    else if (na == 3) sparse_lockstep<3>(act, T, s, maxN_z, maxbits);
+    else if (na == 2) sparse_lockstep<2>(act, T, s, maxN_z, maxbits);
+    else sparse_lockstep<1>(act, T, s, maxN_z, maxbits);
     int j = 0;
     for (int i = 0; i < na; ++i) {
       Stream& x = *act[i];
       if (!x.done && x.left == 0) sparse_next_bucket(x);
-      if (!x.done && (!x.fast || x.bp > x.blim)) sparse_finish(x, T, s, maxN_z);
+      if (!x.done && x.bp > x.bfast) sparse_finish(x, T, s, maxN_z);
       if (!x.done) act[j++] = act[i];
     }
     na = j;
@@ -1429,7 +1473,7 @@ void stage1(const Geom& g, const Header& h, const std::vector<uint64_t>& off, ui
       w[bi] = ref::u2f(nbits) / fs;
     }
     uint8_t* k0 = kdst ? kdst + (lo - c * g.E) : S.k.data() + uint64_t(i) * S.stride;
-    stream_init(st[i], p + 4 * nb, len - 4 * nb, k0, hi - lo);
+    stream_init(st[i], p + 4 * nb, len - 4 * nb, k0, hi - lo, h.payload + h.payload_bytes);
     if (g.sparse) {
       std::memset(k0, 0, size_t(hi - lo));
       sparse_start(st[i], g.b);
