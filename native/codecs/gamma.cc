@@ -1214,10 +1214,21 @@ void sparse_next_bucket(Stream& st) {
     if (st.kp > st.bend) corrupt("zero run past the bucket end");
     if (++st.bi == st.nb) { stream_finish(st); return; }
     const uint64_t m = std::min<uint64_t>(st.b, uint64_t(st.kend - st.k0) - st.bi * st.b);
-    BitReader br = reader_at(st);
-    const uint64_t nnz = br.get_gamma(floor_log2_u64(m + 1)) - 1;
+    const int maxN = floor_log2_u64(m + 1);
+    uint64_t nnz;
+    if (st.bp <= st.bfast && maxN <= 28) {  // the whole code (at most 57 bits) is in the peek
+      const uint64_t w = peek_abs(st.bp);
+      const int N = w ? ctz64(w) : 64;
+      if (N > maxN) corrupt("Elias-gamma code too long");
+      nnz = (((w >> (N + 1)) & ((uint64_t(1) << N) - 1)) | (uint64_t(1) << N)) - 1;
+      st.bp += uint64_t(2 * N + 1);
+      if (st.bp > st.bend_bits) corrupt("bit stream read past the end of its chunk");
+    } else {
+      BitReader br = reader_at(st);
+      nnz = br.get_gamma(maxN) - 1;
+      st.bp = uint64_t(uintptr_t(st.base)) * 8 + br.pos;
+    }
     if (nnz > m) corrupt("non-zero count larger than the bucket");
-    st.bp = uint64_t(uintptr_t(st.base)) * 8 + br.pos;
     st.kp = st.k0 + st.bi * st.b;
     st.bend = st.kp + m;
     st.left = nnz;
@@ -1262,7 +1273,9 @@ void sparse_finish(Stream& st, const SpTab& T, uint32_t s, int maxN_z) {
 // peek with every check of the slow path (the run is checked against the bucket end before its store).
 inline uint64_t sparse_room(const Stream& st, uint64_t maxbits) {
   if (st.done || st.bp > st.bfast) return 0;
-  return std::min<uint64_t>((st.bfast - st.bp) / maxbits + 1, st.left);
+  const uint64_t bits = st.bfast - st.bp;
+  if (__builtin_expect(bits >= kBatch * maxbits, 1)) return st.left;  // no division far from the packet's end
+  return std::min<uint64_t>(bits / maxbits + 1, st.left);
 }
 
 // A triple the table does not resolve, from the 57-bit peek w at bp (which may reach past the chunk: the caller
