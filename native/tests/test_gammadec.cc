@@ -133,6 +133,38 @@ static void corrupt_checks(const Bytes& pk, uint64_t n, std::mt19937_64& rng, co
   }
 }
 
+// Moves the last byte of chunk c into chunk c + 1 (the chunk table still sums to the payload; CRC fixed): chunk c
+// now ends inside a code, so its decode must read past its end. The fast path reads 8 bytes at a time from the
+// packet (not the chunk) and so sees chunk c + 1's bytes there; it must still reject the packet, as the scalar
+// path does, and leave acc untouched.
+static void boundary_checks(const Bytes& pk, uint64_t n, const char* what) {
+  const Header h = parse(pk.data(), pk.size());
+  const uint64_t C = h.chunk_count;
+  const uint64_t tab = uint64_t(h.chunk_table - pk.data());
+  for (uint64_t c = 0; c + 1 < C; c += 1 + C / 6) {
+    Bytes b = pk;
+    uint32_t l0, l1;
+    std::memcpy(&l0, b.data() + tab + 4 * c, 4);
+    std::memcpy(&l1, b.data() + tab + 4 * (c + 1), 4);
+    --l0;
+    ++l1;
+    std::memcpy(b.data() + tab + 4 * c, &l0, 4);
+    std::memcpy(b.data() + tab + 4 * (c + 1), &l1, 4);
+    fix_crc(b);
+    Out s(n, 0, 3.f), v(n, 4, 3.f);
+    const ErrCode es = err_of([&] { decode(b.data(), b.size(), s.p(), n, false, 1.f, 1, true); });
+    const ErrCode ev = err_of([&] { decode(b.data(), b.size(), v.p(), n, false, 1.f, 2, false); });
+    CHECK_MSG(es == ErrCode::CORRUPT, "%s: chunk %llu cut short: scalar %d", what, (unsigned long long)c, int(es));
+    CHECK_MSG(ev == ErrCode::CORRUPT, "%s: chunk %llu cut short: simd %d", what, (unsigned long long)c, int(ev));
+    Out a(n, 4, 0.5f);
+    const ErrCode ea = err_of([&] { decode(b.data(), b.size(), a.p(), n, true, 0.25f, 1, false); });
+    CHECK_MSG(ea == ErrCode::CORRUPT, "%s: chunk %llu cut short: decode-add %d", what, (unsigned long long)c, int(ea));
+    bool untouched = true;
+    for (float x : a.buf) untouched &= x == 0.5f;
+    CHECK_MSG(untouched, "%s: decode-add changed acc (chunk %llu cut short)", what, (unsigned long long)c);
+  }
+}
+
 int main() {
   std::mt19937_64 rng(20240601);
   // small and medium sizes, every s of the fast path, bucket sizes with b % 16 != 0, chunk tails
@@ -159,6 +191,7 @@ int main() {
                         kind);
           parity(p, pk, n, what);
           if (n >= 100) corrupt_checks(pk, n, rng, what);
+          if (n >= 100) boundary_checks(pk, n, what);
         }
   // large: non-temporal stores (n >= 2^20), both phases of 16 mod 32, the add scratch
   for (int coding : {1, 2})
@@ -177,6 +210,7 @@ int main() {
       std::snprintf(what, sizeof what, "large coding %d s %u", coding, s);
       parity(p, pk, n, what);
       corrupt_checks(pk, n, rng, what);
+      boundary_checks(pk, n, what);
     }
   std::printf("test_gammadec: %d checks, %d failed\n", g_checks, g_fail);
   return g_fail ? 1 : 0;
