@@ -1220,7 +1220,7 @@ void sparse_next_bucket(Stream& st) {
       const uint64_t w = peek_abs(st.bp);
       const int N = w ? ctz64(w) : 64;
       if (N > maxN) corrupt("Elias-gamma code too long");
-      nnz = (((w >> (N + 1)) & ((uint64_t(1) << N) - 1)) | (uint64_t(1) << N)) - 1;
+      nnz = gamma_peek_value(w, N) - 1;
       st.bp += uint64_t(2 * N + 1);
       if (st.bp > st.bend_bits) corrupt("bit stream read past the end of its chunk");
     } else {
@@ -1289,12 +1289,12 @@ __attribute__((noinline)) BpKp sparse_miss(uint64_t w, uint64_t bp, uint8_t* kp,
   if (w == 0) corrupt("Elias-gamma code too long");
   const int N1 = ctz64(w);
   if (N1 > maxN_r) corrupt("Elias-gamma code too long");
-  const uint64_t r1 = ((w >> (N1 + 1)) & ((uint64_t(1) << N1) - 1)) | (uint64_t(1) << N1);
+  const uint64_t r1 = gamma_peek_value(w, N1);
   w >>= 2 * N1 + 1;
   if (w == 0) corrupt("Elias-gamma code too long");
   const int N2 = ctz64(w);
   if (N2 > maxN_z) corrupt("Elias-gamma code too long");
-  const uint64_t z = ((w >> (N2 + 1)) & ((uint64_t(1) << N2) - 1)) | (uint64_t(1) << N2);
+  const uint64_t z = gamma_peek_value(w, N2);
   if (z > s) corrupt("level above s");
   const uint32_t sg = uint32_t(w >> (2 * N2 + 1)) & 1u;
   put_triple(kp, bend, r1, uint8_t(2 * z + sg));

@@ -589,7 +589,7 @@ GZ_TK_INLINE void decode_chunk_body(const uint8_t* s, uint64_t nbytes, uint64_t 
       nbits |= 56;
       const int N = int(__builtin_ctzll(buf | (uint64_t(1) << 63)));
       if (__builtin_expect(N > lim, 0)) break;  // long, too long or a zero word: the checked reader decides
-      const uint64_t x = ((buf >> (N + 1)) & ((uint64_t(1) << N) - 1)) | (uint64_t(1) << N);
+      const uint64_t x = gamma_peek_value(buf, N);
       buf >>= 2 * N + 1;
       nbits -= unsigned(2 * N + 1);
       cur += x;

@@ -24,6 +24,11 @@ inline int floor_log2_u64(uint64_t x) { return 63 - __builtin_clzll(x); }  // x 
 // Elias-gamma code (LSB-first variant) of x >= 1 as a (2N+1)-bit value; N = floor(log2 x).
 inline uint64_t gamma_code(uint64_t x, int N) { return ((x & ((uint64_t(1) << N) - 1)) << (N + 1)) | (uint64_t(1) << N); }
 inline int gamma_len(uint64_t x) { return 2 * floor_log2_u64(x) + 1; }
+// The value of the Elias-gamma code at the bottom of w, whose N = ctz(w) leading zeros are known (N <= 28: the
+// whole 2N+1-bit code is in a 57-bit peek).
+inline uint64_t gamma_peek_value(uint64_t w, int N) {
+  return ((w >> (N + 1)) & ((uint64_t(1) << N) - 1)) | (uint64_t(1) << N);
+}
 
 // Bit writer. Bits not yet final live in `buf` (bit 0 = bit (pos mod 8) ... of byte p); every put stores the
 // whole 64-bit buffer at p, so the bytes [p, p+8) must be writable: when p + 8 > end the store is cut at end.
@@ -96,7 +101,7 @@ struct BitReader {
     const int N = ctz64(w);
     if (__builtin_expect(N > maxN, 0)) corrupt("Elias-gamma code too long");
     if (N <= 28) {
-      const uint64_t x = ((w >> (N + 1)) & ((uint64_t(1) << N) - 1)) | (uint64_t(1) << N);
+      const uint64_t x = gamma_peek_value(w, N);
       skip(unsigned(2 * N + 1));
       return x;
     }
