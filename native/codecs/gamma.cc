@@ -1187,25 +1187,33 @@ void gamma_streams(Stream* st, int ns, const GamTab& T, uint32_t s, int maxN) {
 
 // ---- sparse stage 1
 
-struct Triple {
-  uint64_t r1k;  // (r + 1) | k << 32
-  uint64_t bp;
-};
-
-// One (run, zeta, sign) triple, fully checked (bits); the run is checked by the caller.
-Triple sparse_slow_triple(const Stream& st, uint32_t s, int maxN_z) {
-  BitReader br = reader_at(st);
-  const uint64_t r = br.get_gamma(st.maxN_r) - 1;
-  const uint64_t z = br.get_gamma(maxN_z);
-  const uint32_t sg = br.get_bit();
-  if (z > s) corrupt("level above s");
-  return Triple{(r + 1) | (uint64_t(2 * z + sg) << 32), uint64_t(uintptr_t(st.base)) * 8 + br.pos};
-}
-
 inline void put_triple(uint8_t*& kp, const uint8_t* bend, uint64_t r1, uint8_t k) {
   if (kp >= bend || r1 > uint64_t(bend - kp)) corrupt("zero run past the bucket end");
   kp += r1;
   kp[-1] = k;
+}
+
+// A triple the table does not resolve, from the 57-bit peek w at bp (which may reach past the chunk: the caller
+// checks bp against the chunk's end after the batch). Stores the symbol; returns the new bit and output pointers.
+struct BpKp {
+  uint64_t bp;
+  uint8_t* kp;
+};
+__attribute__((noinline)) BpKp sparse_miss(uint64_t w, uint64_t bp, uint8_t* kp, const uint8_t* bend, uint32_t s,
+                                           int maxN_r, int maxN_z) {
+  if (w == 0) corrupt("Elias-gamma code too long");
+  const int N1 = ctz64(w);
+  if (N1 > maxN_r) corrupt("Elias-gamma code too long");
+  const uint64_t r1 = gamma_peek_value(w, N1);
+  w >>= 2 * N1 + 1;
+  if (w == 0) corrupt("Elias-gamma code too long");
+  const int N2 = ctz64(w);
+  if (N2 > maxN_z) corrupt("Elias-gamma code too long");
+  const uint64_t z = gamma_peek_value(w, N2);
+  if (z > s) corrupt("level above s");
+  const uint32_t sg = uint32_t(w >> (2 * N2 + 1)) & 1u;
+  put_triple(kp, bend, r1, uint8_t(2 * z + sg));
+  return BpKp{bp + uint64_t(2 * N1 + 1) + uint64_t(2 * N2 + 1) + 1, kp};
 }
 
 // Moves a stream whose bucket is complete (left == 0) to the next bucket with triples (reading nnz), or to its end.
@@ -1248,16 +1256,18 @@ void sparse_start(Stream& st, uint64_t b) {
 // The rest of a stream, every step checked.
 void sparse_finish(Stream& st, const SpTab& T, uint32_t s, int maxN_z) {
   while (!st.done) {
-    const uint32_t e = T.e[peek_checked(st) & kPeekMask];
+    const uint64_t w = peek_checked(st);  // zeros past the stream's end
+    const uint32_t e = T.e[w & kPeekMask];
+    uint64_t bp = st.bp + (e >> 16);
     if (e) {
-      st.bp += e >> 16;
-      if (st.bp > st.bend_bits) corrupt("bit stream read past the end of its chunk");
       put_triple(st.kp, st.bend, e & 0xFF, uint8_t(e >> 8));
     } else {
-      const Triple t = sparse_slow_triple(st, s, maxN_z);
-      put_triple(st.kp, st.bend, uint32_t(t.r1k), uint8_t(t.r1k >> 32));
-      st.bp = t.bp;
+      const BpKp r = sparse_miss(w, st.bp, st.kp, st.bend, s, st.maxN_r, maxN_z);
+      bp = r.bp;
+      st.kp = r.kp;
     }
+    if (bp > st.bend_bits) corrupt("bit stream read past the end of its chunk");
+    st.bp = bp;
     --st.left;
     sparse_next_bucket(st);
   }
@@ -1276,29 +1286,6 @@ inline uint64_t sparse_room(const Stream& st, uint64_t maxbits) {
   const uint64_t bits = st.bfast - st.bp;
   if (__builtin_expect(bits >= kBatch * maxbits, 1)) return st.left;  // no division far from the packet's end
   return std::min<uint64_t>(bits / maxbits + 1, st.left);
-}
-
-// A triple the table does not resolve, from the 57-bit peek w at bp (which may reach past the chunk: the caller
-// checks bp against the chunk's end after the batch). Stores the symbol; returns the new bit and output pointers.
-struct BpKp {
-  uint64_t bp;
-  uint8_t* kp;
-};
-__attribute__((noinline)) BpKp sparse_miss(uint64_t w, uint64_t bp, uint8_t* kp, const uint8_t* bend, uint32_t s,
-                                           int maxN_r, int maxN_z) {
-  if (w == 0) corrupt("Elias-gamma code too long");
-  const int N1 = ctz64(w);
-  if (N1 > maxN_r) corrupt("Elias-gamma code too long");
-  const uint64_t r1 = gamma_peek_value(w, N1);
-  w >>= 2 * N1 + 1;
-  if (w == 0) corrupt("Elias-gamma code too long");
-  const int N2 = ctz64(w);
-  if (N2 > maxN_z) corrupt("Elias-gamma code too long");
-  const uint64_t z = gamma_peek_value(w, N2);
-  if (z > s) corrupt("level above s");
-  const uint32_t sg = uint32_t(w >> (2 * N2 + 1)) & 1u;
-  put_triple(kp, bend, r1, uint8_t(2 * z + sg));
-  return BpKp{bp + uint64_t(2 * N1 + 1) + uint64_t(2 * N2 + 1) + 1, kp};
 }
 
 // Lockstep batches until a stream is done or nears the packet's end.
