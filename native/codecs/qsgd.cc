@@ -474,8 +474,11 @@ GZ_AVX2 void dec_range_avx2(const QCfg& c, const uint8_t* payload, uint64_t j0, 
 //          by 4) into its 4 byte slots, or 0,1,2,3, and one pshufb reads the float bytes.
 // Whole 32-element (W = 4) or 64-element (W = 2) groups use the multiplier tables instead (one table load per 2 or
 // 4 codes, indexed by the code byte, and one multiply by w; decode-add multiplies by alpha too): fewer vector
-// µops than the shuffles (L2-hot TernGrad decode 13.8 -> 21 GB/s). W = 4 decode-add keeps the byte planes (its
-// bucket table holds alpha * value: one multiply fewer). Tails use the byte planes.
+// µops than the shuffles (L2-hot TernGrad decode 13.8 -> 21 GB/s). W = 4 plain decodes split each 32-element group:
+// the first 16 codes through the multiplier table (scalar byte extracts, loads, multiplies), the other 16 through the
+// byte planes (shuffle pipes), so the two kinds of work run side by side (L2-hot 11 % faster than either alone; see
+// docs/PERFORMANCE.md). W = 4 decode-add keeps the byte planes (its bucket table holds alpha * value: one multiply
+// fewer). Tails use the byte planes.
 // decode-add stores out + table (add after the multiply, as the per-element path). Streaming (MODE 3) decodes
 // store 32-byte aligned 256-bit non-temporal vectors: buckets starting 16 mod 32 pair the previous xmm with the
 // next (a one-register carry), other alignments fall back to plain stores.
@@ -653,8 +656,11 @@ GZ_AVX2 void dec_table_range(const QCfg& c, const uint8_t* payload, uint64_t j0,
         std::memcpy(&r1, q + 8, 8);
         put16<MODE>(w, i, mul4(T4, r0 & 255, (r0 >> 8) & 255, w4), mul4(T4, (r0 >> 16) & 255, (r0 >> 24) & 255, w4),
                     mul4(T4, (r0 >> 32) & 255, (r0 >> 40) & 255, w4), mul4(T4, (r0 >> 48) & 255, r0 >> 56, w4));
-        put16<MODE>(w, i + 16, mul4(T4, r1 & 255, (r1 >> 8) & 255, w4), mul4(T4, (r1 >> 16) & 255, (r1 >> 24) & 255, w4),
-                    mul4(T4, (r1 >> 32) & 255, (r1 >> 40) & 255, w4), mul4(T4, (r1 >> 48) & 255, r1 >> 56, w4));
+        {  // the second 16 codes through the byte planes (shuffle pipes) while the first use the multiplier table
+          const __m128i lo = _mm_and_si128(x, m0F), hi = _mm_and_si128(_mm_srli_epi16(x, 4), m0F);
+          lookup16(P, _mm_unpackhi_epi8(lo, hi), f);
+          put16<MODE>(w, i + 16, f[0], f[1], f[2], f[3]);
+        }
       }
       if (i < m) {
         const uint64_t r = m - i;
