@@ -1047,6 +1047,7 @@ struct Stream {
   // sparse
   uint8_t* bend;        // end of the current bucket
   uint64_t left;        // triples left in the current bucket
+  uint16_t* rq;         // next record (see "sparse stage 1")
   uint64_t bi, nb, b;   // current bucket, bucket count, bucket size
   int maxN_r;
   bool done;
@@ -1186,21 +1187,38 @@ void gamma_streams(Stream* st, int ns, const GamTab& T, uint32_t s, int maxN) {
 }
 
 // ---- sparse stage 1
+// Stage 1 does not store a symbol at its element (kp + r - 1: an address that depends on the table load of the same
+// step). On Zen 1 such stores make the loads of the next steps (the peeks of the packet, whose addresses can match
+// the stores' in their low 12 bits) wait for them once the memory-dependence predictor has seen a false match:
+// the lockstep then ran at 1.2-2.2 times its best time, varying from process to process and call to call. Instead
+// each step appends a 16-bit record (r + 1) | k << 8, the low half of its table entry, at the stream's record
+// cursor (an address known before the step), and `sparse_expand` writes the symbols into the zeroed region after
+// the streams are done (validated). Runs longer than 255 and the jumps to a bucket's start are written as records
+// (255, 0) and (rest, 0): they store a zero where the region is zero already.
 
-inline void put_triple(uint8_t*& kp, const uint8_t* bend, uint64_t r1, uint8_t k) {
+// Records of a run of r1 - 1 zeros then the symbol k (r1 >= 1).
+inline uint16_t* put_run(uint16_t* rq, uint64_t r1, uint8_t k) {
+  for (; r1 > 255; r1 -= 255) *rq++ = 255;
+  *rq++ = uint16_t(r1 | uint32_t(k) << 8);
+  return rq;
+}
+
+inline void put_triple(uint8_t*& kp, uint16_t*& rq, const uint8_t* bend, uint64_t r1, uint8_t k) {
   if (kp >= bend || r1 > uint64_t(bend - kp)) corrupt("zero run past the bucket end");
   kp += r1;
-  kp[-1] = k;
+  rq = put_run(rq, r1, k);
 }
 
 // A triple the table does not resolve, from the 57-bit peek w at bp (which may reach past the chunk: the caller
-// checks bp against the chunk's end after the batch). Stores the symbol; returns the new bit and output pointers.
+// checks bp against the chunk's end after the batch). Writes its records; returns the new bit, element and record
+// pointers.
 struct BpKp {
   uint64_t bp;
   uint8_t* kp;
+  uint16_t* rq;
 };
-__attribute__((noinline)) BpKp sparse_miss(uint64_t w, uint64_t bp, uint8_t* kp, const uint8_t* bend, uint32_t s,
-                                           int maxN_r, int maxN_z) {
+__attribute__((noinline)) BpKp sparse_miss(uint64_t w, uint64_t bp, uint8_t* kp, uint16_t* rq, const uint8_t* bend,
+                                           uint32_t s, int maxN_r, int maxN_z) {
   if (w == 0) corrupt("Elias-gamma code too long");
   const int N1 = ctz64(w);
   if (N1 > maxN_r) corrupt("Elias-gamma code too long");
@@ -1212,8 +1230,8 @@ __attribute__((noinline)) BpKp sparse_miss(uint64_t w, uint64_t bp, uint8_t* kp,
   const uint64_t z = gamma_peek_value(w, N2);
   if (z > s) corrupt("level above s");
   const uint32_t sg = uint32_t(w >> (2 * N2 + 1)) & 1u;
-  put_triple(kp, bend, r1, uint8_t(2 * z + sg));
-  return BpKp{bp + uint64_t(2 * N1 + 1) + uint64_t(2 * N2 + 1) + 1, kp};
+  put_triple(kp, rq, bend, r1, uint8_t(2 * z + sg));
+  return BpKp{bp + uint64_t(2 * N1 + 1) + uint64_t(2 * N2 + 1) + 1, kp, rq};
 }
 
 // Moves a stream whose bucket is complete (left == 0) to the next bucket with triples (reading nnz), or to its end.
@@ -1237,7 +1255,9 @@ void sparse_next_bucket(Stream& st) {
       st.bp = uint64_t(uintptr_t(st.base)) * 8 + br.pos;
     }
     if (nnz > m) corrupt("non-zero count larger than the bucket");
-    st.kp = st.k0 + st.bi * st.b;
+    uint8_t* const start = st.k0 + st.bi * st.b;
+    if (start != st.kp) st.rq = put_run(st.rq, uint64_t(start - st.kp), 0);  // the jump (kp <= bend <= start)
+    st.kp = start;
     st.bend = st.kp + m;
     st.left = nnz;
     st.maxN_r = floor_log2_u64(m);
@@ -1260,11 +1280,12 @@ void sparse_finish(Stream& st, const SpTab& T, uint32_t s, int maxN_z) {
     const uint32_t e = T.e[w & kPeekMask];
     uint64_t bp = st.bp + (e >> 16);
     if (e) {
-      put_triple(st.kp, st.bend, e & 0xFF, uint8_t(e >> 8));
+      put_triple(st.kp, st.rq, st.bend, e & 0xFF, uint8_t(e >> 8));
     } else {
-      const BpKp r = sparse_miss(w, st.bp, st.kp, st.bend, s, st.maxN_r, maxN_z);
+      const BpKp r = sparse_miss(w, st.bp, st.kp, st.rq, st.bend, s, st.maxN_r, maxN_z);
       bp = r.bp;
       st.kp = r.kp;
+      st.rq = r.rq;
     }
     if (bp > st.bend_bits) corrupt("bit stream read past the end of its chunk");
     st.bp = bp;
@@ -1293,7 +1314,8 @@ template <int NS>
 void sparse_lockstep(Stream** sp, const SpTab& T, uint32_t s, int maxN_z, uint64_t maxbits) {
   uint64_t bp[NS];
   uint8_t* kp[NS];
-  for (int i = 0; i < NS; ++i) { bp[i] = sp[i]->bp; kp[i] = sp[i]->kp; }
+  uint16_t* rq[NS];
+  for (int i = 0; i < NS; ++i) { bp[i] = sp[i]->bp; kp[i] = sp[i]->kp; rq[i] = sp[i]->rq; }
   for (;;) {
     uint64_t K = kBatch;
     for (int i = 0; i < NS; ++i) K = std::min(K, sparse_room(*sp[i], maxbits));
@@ -1304,13 +1326,14 @@ void sparse_lockstep(Stream** sp, const SpTab& T, uint32_t s, int maxN_z, uint64
         const uint64_t w = peek_abs(bp[i]);
         const uint32_t e = T.e[w & kPeekMask];
         if (__builtin_expect(e == 0, 0)) {
-          const BpKp r = sparse_miss(w, bp[i], kp[i], sp[i]->bend, s, sp[i]->maxN_r, maxN_z);
+          const BpKp r = sparse_miss(w, bp[i], kp[i], rq[i], sp[i]->bend, s, sp[i]->maxN_r, maxN_z);
           bp[i] = r.bp;
           kp[i] = r.kp;
+          rq[i] = r.rq;
           continue;
         }
         kp[i] += e & 0xFF;
-        kp[i][-1] = uint8_t(e >> 8);
+        *rq[i]++ = uint16_t(e);  // (r + 1) | k << 8
         bp[i] += e >> 16;
       }
     }
@@ -1321,11 +1344,13 @@ void sparse_lockstep(Stream** sp, const SpTab& T, uint32_t s, int maxN_z, uint64
       if (kp[i] > x.bend) corrupt("zero run past the bucket end");
       x.bp = bp[i];
       x.kp = kp[i];
+      x.rq = rq[i];
       x.left -= K;
       if (x.left == 0) {
         sparse_next_bucket(x);
         bp[i] = x.bp;
         kp[i] = x.kp;
+        rq[i] = x.rq;
         out |= x.done;
       }
     }
@@ -1360,12 +1385,30 @@ void sparse_streams(Stream* st, int ns, const SpTab& T, uint32_t s, int maxN_z) 
 
 // ---- stage 2
 
-// Per-thread scratch of a task: four chunk regions (symbols) and their bucket scales.
+// Per-thread scratch of a task: four chunk regions (symbols) and their bucket scales; sparse: four record lists.
 struct FastScratch {
   std::vector<uint8_t> k;
   std::vector<float> w;
-  uint64_t stride = 0, nbmax = 0;
+  std::vector<uint16_t> rec;
+  uint64_t stride = 0, nbmax = 0, rstride = 0;
 };
+
+// The symbols of a stream's records into its zeroed region: each record advances by r + 1 and stores k there.
+// (The loads are sequential and the stores only depend on them: nothing here waits on a store.)
+inline void sparse_expand(uint8_t* k0, const uint16_t* r, const uint16_t* end) {
+  uint8_t* p = k0 - 1;
+  for (; r + 2 <= end; r += 2) {
+    const uint32_t a = r[0], b = r[1];
+    p += a & 0xFF;
+    *p = uint8_t(a >> 8);
+    p += b & 0xFF;
+    *p = uint8_t(b >> 8);
+  }
+  if (r < end) {
+    p += *r & 0xFF;
+    *p = uint8_t(*r >> 8);
+  }
+}
 
 // Byte planes of a 16-float table: P[j] byte q = byte j of lut[q].
 GZ_AVX2 inline void lut_planes(const float* lut, __m128i P[4]) {
@@ -1476,11 +1519,14 @@ void stage1(const Geom& g, const Header& h, const std::vector<uint64_t>& off, ui
     stream_init(st[i], p + 4 * nb, len - 4 * nb, k0, hi - lo, h.payload + h.payload_bytes);
     if (g.sparse) {
       std::memset(k0, 0, size_t(hi - lo));
+      st[i].rq = S.rec.data() + uint64_t(i) * S.rstride;
       sparse_start(st[i], g.b);
     }
   }
-  if (g.sparse) sparse_streams(st, ns, sparse_dtab(g.s), g.s, floor_log2_u64(g.s));
-  else gamma_streams(st, ns, gamma_dtab(g.s), g.s, floor_log2_u64(uint64_t(g.s) + 1));
+  if (g.sparse) {
+    sparse_streams(st, ns, sparse_dtab(g.s), g.s, floor_log2_u64(g.s));
+    for (int i = 0; i < ns; ++i) sparse_expand(st[i].k0, S.rec.data() + uint64_t(i) * S.rstride, st[i].rq);
+  } else gamma_streams(st, ns, gamma_dtab(g.s), g.s, floor_log2_u64(uint64_t(g.s) + 1));
 }
 
 void scratch_init(const Geom& g, FastScratch& S) {
@@ -1489,6 +1535,12 @@ void scratch_init(const Geom& g, FastScratch& S) {
   const uint64_t need = 4 * S.stride + kSlack;
   if (S.k.size() < need) S.k.resize(size_t(need));
   if (S.w.size() < 4 * S.nbmax) S.w.resize(size_t(4 * S.nbmax));
+  if (g.sparse) {
+    // records of a chunk: one per table step (at most nnz <= m per bucket, checked before a batch: <= E), one per
+    // 255 elements of the long runs (<= E / 255) and of the jumps (<= E / 255 + 1 per bucket)
+    S.rstride = g.E + 2 * (g.E / 255) + 2 * S.nbmax + 8;
+    if (S.rec.size() < 4 * S.rstride) S.rec.resize(size_t(4 * S.rstride));
+  }
 }
 
 // Chunks [c0, c1): stage 1 (validation) and, unless MODE is null, stage 2.

@@ -56,6 +56,7 @@ static std::vector<float> data(uint64_t n, int kind, std::mt19937_64& rng) {
     if (kind == 1) v = (i % 211 == 0) ? v : 0.f;           // long zero runs (sparse: table misses)
     if (kind == 2) v = (i / 700) % 2 ? 0.f : v;            // zero buckets
     if (kind == 3) v = (i % 3 == 0) ? v * 1e6f : v * 1e-6f;  // large levels
+    if (kind == 4) v = (i % 600 == 17) ? v : 0.f;           // runs of 599 zeros (sparse: several records each)
     x[size_t(i)] = v;
   }
   return x;
@@ -192,6 +193,30 @@ int main() {
           parity(p, pk, n, what);
           if (n >= 100) corrupt_checks(pk, n, rng, what);
           if (n >= 100) boundary_checks(pk, n, what);
+        }
+  // sparse records: zero runs longer than 255 inside a bucket and before a bucket's end (the jump to the next
+  // bucket), zero buckets, every decode path including decode-add
+  for (uint32_t b : {300u, 2048u, 5000u})
+    for (int kind : {2, 4})
+      for (uint32_t s : {1u, 4u, 7u})
+        for (uint64_t n : {uint64_t(3) * b + 11, uint64_t(70001)}) {
+          const std::vector<float> x = data(n, kind, rng);
+          Params p;
+          p.codec = QSGD;
+          p.levels = s;
+          p.bucket = b;
+          p.coding = CODING_SPARSE;
+          p.seed_given = true;
+          p.seed = rng();
+          const Bytes pk = enc(p, x);
+          char what[160];
+          std::snprintf(what, sizeof what, "long runs: b %u kind %d s %u n %llu", b, kind, s, (unsigned long long)n);
+          parity(p, pk, n, what);
+          Out ref(n, 0, 0.5f), got(n, 4, 0.5f);
+          CHECK_MSG(err_of([&] { decode(pk.data(), pk.size(), ref.p(), n, true, 0.25f, 1, true); }) == kOK, "%s", what);
+          CHECK_MSG(err_of([&] { decode(pk.data(), pk.size(), got.p(), n, true, 0.25f, 1, false); }) == kOK, "%s", what);
+          CHECK_MSG(std::memcmp(got.p(), ref.p(), size_t(n) * 4) == 0, "%s: decode-add", what);
+          corrupt_checks(pk, n, rng, what);
         }
   // large: non-temporal stores (n >= 2^20), both phases of 16 mod 32, the add scratch
   for (int coding : {1, 2})
