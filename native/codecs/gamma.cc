@@ -1643,6 +1643,45 @@ uint64_t qsgd_var_encode(EncodeArgs& a) {
 
 namespace {
 bool use_fast(const Geom& g) { return g.s <= 7 && g.E <= kFastMaxE; }
+
+// The decode-add symbol scratch (n bytes) is lent from one cached buffer, the largest asked for so far (at most
+// kAddScratchMaxN + kSlack bytes, kept for the life of the process), to one call at a time; a call that finds it
+// lent allocates its own. A fresh buffer per call cost a fresh mmap and its page faults every time for tensors of
+// 32 Mi elements and more (glibc hands blocks above its 32 MiB mmap threshold back to the system on free): about
+// 15 % of a 2^26-element sparse decode-add.
+class AddScratch {
+ public:
+  explicit AddScratch(size_t need) : lock_(cache().m, std::try_to_lock) {
+    Cache& c = cache();
+    if (lock_.owns_lock()) {
+      if (c.size < need) {
+        c.buf.reset();
+        c.size = 0;
+        c.buf.reset(new (std::nothrow) uint8_t[need]);
+        if (c.buf) c.size = need;
+      }
+      p_ = c.buf.get();
+    } else {
+      own_.reset(new (std::nothrow) uint8_t[need]);
+      p_ = own_.get();
+    }
+  }
+  uint8_t* get() const { return p_; }
+
+ private:
+  struct Cache {
+    std::mutex m;
+    std::unique_ptr<uint8_t[]> buf;
+    size_t size = 0;
+  };
+  static Cache& cache() {
+    static Cache* c = new Cache;  // never destroyed: no order problem with threads at exit
+    return *c;
+  }
+  std::unique_lock<std::mutex> lock_;
+  std::unique_ptr<uint8_t[]> own_;
+  uint8_t* p_ = nullptr;
+};
 constexpr uint64_t kGroup = 16;            // chunks per task (decoded four at a time)
 constexpr uint64_t kNtMinN = uint64_t(1) << 20;  // plain decodes of >= 4 MiB use non-temporal stores
 constexpr uint64_t kAddScratchMaxN = uint64_t(1) << 26;  // decode-add: symbol scratch of at most 64 MiB
@@ -1674,15 +1713,16 @@ void qsgd_var_decode(const DecodeArgs& a) {
   const std::vector<uint64_t> off = chunk_offsets(h);
   const uint64_t ntask = (g.C + kGroup - 1) / kGroup;
   if (use_fast(g) && !a.scalar) {
-    std::unique_ptr<uint8_t[]> ks;
-    if (a.add && g.n <= kAddScratchMaxN) ks.reset(new (std::nothrow) uint8_t[size_t(g.n + kSlack)]);
+    std::unique_ptr<AddScratch> lease;
+    if (a.add && g.n <= kAddScratchMaxN) lease.reset(new AddScratch(size_t(g.n + kSlack)));
+    uint8_t* const ks = lease ? lease->get() : nullptr;
     if (ks) {
       par_for(a.threads, ntask, [&](uint64_t t) {
         static thread_local FastScratch S;
         scratch_init(g, S);
         const uint64_t c1 = std::min(g.C, (t + 1) * kGroup);
         for (uint64_t c = t * kGroup; c < c1; c += 4)
-          stage1(g, h, off, c, int(std::min<uint64_t>(4, c1 - c)), S, ks.get() + c * g.E);
+          stage1(g, h, off, c, int(std::min<uint64_t>(4, c1 - c)), S, ks + c * g.E);
       });
       par_for(a.threads, ntask, [&](uint64_t t) {
         std::vector<float> w(size_t((g.E + g.b - 1) / g.b));
@@ -1692,7 +1732,7 @@ void qsgd_var_decode(const DecodeArgs& a) {
           const uint64_t lo = c * g.E, hi = std::min(g.n, lo + g.E);
           const uint64_t nb = (hi - lo + g.b - 1) / g.b;
           for (uint64_t bi = 0; bi < nb; ++bi) w[bi] = ref::u2f(load_u32le(h.payload + off[c] + 4 * bi)) / fs;
-          chunk_floats<Out::ADD>(ks.get() + lo, hi - lo, g.b, w.data(), a.out + lo, a.alpha);
+          chunk_floats<Out::ADD>(ks + lo, hi - lo, g.b, w.data(), a.out + lo, a.alpha);
         }
       });
       return;

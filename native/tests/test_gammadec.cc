@@ -8,6 +8,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/crc32c.h"
@@ -218,6 +219,35 @@ int main() {
           CHECK_MSG(std::memcmp(got.p(), ref.p(), size_t(n) * 4) == 0, "%s: decode-add", what);
           corrupt_checks(pk, n, rng, what);
         }
+  // decode-add calls at the same time: one borrows the cached symbol scratch, the others allocate their own; all
+  // give the scalar result (and a later, larger call grows the cache)
+  for (int coding : {1, 2}) {
+    const uint64_t n = 300001;
+    const std::vector<float> x = data(n, 0, rng);
+    Params p;
+    p.codec = QSGD;
+    p.levels = 4;
+    p.bucket = 512;
+    p.coding = Coding(coding);
+    p.seed_given = true;
+    p.seed = 7;
+    const Bytes pk = enc(p, x);
+    Out ref(n, 0, 0.5f);
+    CHECK(err_of([&] { decode(pk.data(), pk.size(), ref.p(), n, true, 0.25f, 1, true); }) == kOK);
+    for (int round = 0; round < 3; ++round) {
+      std::vector<Out> outs;
+      for (int t = 0; t < 4; ++t) outs.emplace_back(n, 0, 0.5f);
+      std::vector<std::thread> th;
+      std::vector<ErrCode> ec(4, kOK);
+      for (int t = 0; t < 4; ++t)
+        th.emplace_back([&, t] { ec[size_t(t)] = err_of([&] { decode(pk.data(), pk.size(), outs[size_t(t)].p(), n, true, 0.25f, 1 + t % 2, false); }); });
+      for (auto& t : th) t.join();
+      for (int t = 0; t < 4; ++t) {
+        CHECK(ec[size_t(t)] == kOK);
+        CHECK_MSG(std::memcmp(outs[size_t(t)].p(), ref.p(), size_t(n) * 4) == 0, "concurrent decode-add coding %d", coding);
+      }
+    }
+  }
   // large: non-temporal stores (n >= 2^20), both phases of 16 mod 32, the add scratch
   for (int coding : {1, 2})
     for (uint32_t s : {1u, 4u, 7u}) {
