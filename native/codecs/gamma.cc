@@ -18,6 +18,7 @@
 #include <memory>
 #include <new>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "core/bitio.h"
@@ -935,9 +936,9 @@ void decode_chunk(const Geom& g, ChunkView ck, uint64_t c, float* out, float alp
 // codes), the checked one-code path (BitReader) takes over and throws CORRUPT where the stream is bad.
 //  gamma:  a 12-bit peek table gives up to eight whole symbols per lookup (an entry stops before an incomplete code
 //          or a zeta > s; an entry with no symbol only occurs at a corrupt code, and stops its stream).
-//  sparse: the region is zeroed, then a 12-bit peek table gives one whole (run, zeta, sign) triple per lookup
-//          (runs <= 30); the symbol is stored after the run. Runs past the bucket end are checked once per batch
-//          (the output pointer only grows; the slack absorbs a corrupt batch's overrun before it throws).
+//  sparse: a 12-bit peek table gives one whole (run, zeta, sign) triple per lookup (runs <= 30); each step appends
+//          a (run, symbol) record, and the symbols go into the zeroed region once the streams are validated (see
+//          "sparse stage 1"). Runs past the bucket end are checked once per batch (the element pointer only grows).
 // Stage 2 maps each bucket's symbols to floats through val[k] = qsgd_value(w, k >> 1, k & 1) (decode-add: alpha *
 // val[k], then out + that: the same float operations as the scalar path): 16 symbols per four pshufb of the
 // table's byte planes and eight unpacks; large plain decodes use non-temporal stores (256-bit where two 16-byte
@@ -1396,17 +1397,17 @@ struct FastScratch {
 // The symbols of a stream's records into its zeroed region: each record advances by r + 1 and stores k there.
 // (The loads are sequential and the stores only depend on them: nothing here waits on a store.)
 inline void sparse_expand(uint8_t* k0, const uint16_t* r, const uint16_t* end) {
-  uint8_t* p = k0 - 1;
+  uint8_t* p = k0;  // one past the last element written
   for (; r + 2 <= end; r += 2) {
     const uint32_t a = r[0], b = r[1];
     p += a & 0xFF;
-    *p = uint8_t(a >> 8);
+    p[-1] = uint8_t(a >> 8);
     p += b & 0xFF;
-    *p = uint8_t(b >> 8);
+    p[-1] = uint8_t(b >> 8);
   }
   if (r < end) {
     p += *r & 0xFF;
-    *p = uint8_t(*r >> 8);
+    p[-1] = uint8_t(*r >> 8);
   }
 }
 
@@ -1647,8 +1648,8 @@ bool use_fast(const Geom& g) { return g.s <= 7 && g.E <= kFastMaxE; }
 // The decode-add symbol scratch (n bytes) is lent from one cached buffer, the largest asked for so far (at most
 // kAddScratchMaxN + kSlack bytes, kept for the life of the process), to one call at a time; a call that finds it
 // lent allocates its own. A fresh buffer per call cost a fresh mmap and its page faults every time for tensors of
-// 32 Mi elements and more (glibc hands blocks above its 32 MiB mmap threshold back to the system on free): about
-// 15 % of a 2^26-element sparse decode-add.
+// 32 Mi elements and more (glibc hands blocks above its 32 MiB mmap threshold back to the system on free): about a
+// fifth of a 2^26-element sparse decode-add.
 class AddScratch {
  public:
   explicit AddScratch(size_t need) : lock_(cache().m, std::try_to_lock) {
@@ -1713,8 +1714,8 @@ void qsgd_var_decode(const DecodeArgs& a) {
   const std::vector<uint64_t> off = chunk_offsets(h);
   const uint64_t ntask = (g.C + kGroup - 1) / kGroup;
   if (use_fast(g) && !a.scalar) {
-    std::unique_ptr<AddScratch> lease;
-    if (a.add && g.n <= kAddScratchMaxN) lease.reset(new AddScratch(size_t(g.n + kSlack)));
+    std::optional<AddScratch> lease;
+    if (a.add && g.n <= kAddScratchMaxN) lease.emplace(size_t(g.n + kSlack));
     uint8_t* const ks = lease ? lease->get() : nullptr;
     if (ks) {
       par_for(a.threads, ntask, [&](uint64_t t) {

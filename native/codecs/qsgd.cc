@@ -651,9 +651,8 @@ GZ_AVX2 void dec_table_range(const QCfg& c, const uint8_t* payload, uint64_t j0,
         }
         ml = _mm_max_epu8(ml, _mm_and_si128(x, m0F));
         mb = _mm_max_epu8(mb, x);
-        uint64_t r0, r1;
+        uint64_t r0;
         std::memcpy(&r0, q, 8);
-        std::memcpy(&r1, q + 8, 8);
         put16<MODE>(w, i, mul4(T4, r0 & 255, (r0 >> 8) & 255, w4), mul4(T4, (r0 >> 16) & 255, (r0 >> 24) & 255, w4),
                     mul4(T4, (r0 >> 32) & 255, (r0 >> 40) & 255, w4), mul4(T4, (r0 >> 48) & 255, r0 >> 56, w4));
         {  // the second 16 codes through the byte planes (shuffle pipes) while the first use the multiplier table
