@@ -974,7 +974,7 @@ GamTab* build_gamma_dtab(uint32_t s) {
       const int N = __builtin_ctz(rest);
       int len = 2 * N + 1;
       if (len > avail) break;
-      const uint32_t x = ((rest >> (N + 1)) & ((1u << N) - 1)) | (1u << N);
+      const uint32_t x = uint32_t(gamma_peek_value(rest, N));
       const uint32_t z = x - 1;
       if (z > s) break;
       uint32_t sg = 0;
@@ -1001,12 +1001,12 @@ SpTab* build_sparse_dtab(uint32_t s) {
     const int N1 = w ? __builtin_ctz(w) : 32;
     const int l1 = 2 * N1 + 1;
     if (l1 + 2 <= kPeek) {
-      const uint32_t r1 = ((w >> (N1 + 1)) & ((1u << N1) - 1)) | (1u << N1);  // r + 1
+      const uint32_t r1 = uint32_t(gamma_peek_value(w, N1));  // r + 1
       const uint32_t w2 = w >> l1;
       const int N2 = w2 ? __builtin_ctz(w2) : 32;
       const int l2 = 2 * N2 + 1;
       if (l1 + l2 + 1 <= kPeek) {
-        const uint32_t z = ((w2 >> (N2 + 1)) & ((1u << N2) - 1)) | (1u << N2);
+        const uint32_t z = uint32_t(gamma_peek_value(w2, N2));
         const uint32_t sg = (w2 >> l2) & 1;
         if (z <= s) e = r1 | ((2 * z + sg) << 8) | (uint32_t(l1 + l2 + 1) << 16);
       }
