@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 #include "core/gradzip.h"
+#include "configs.h"
 
 using clk = std::chrono::steady_clock;
 static double best_of(int reps, const std::function<void()>& f) {
@@ -43,18 +44,7 @@ int main(int argc, char** argv) {
   std::mt19937_64 rng(12345);
   std::normal_distribution<float> nd(0.f, 1.f);
   for (auto& v : x) v = nd(rng);
-  struct Cfg { const char* name; gz::Params p; };
-  std::vector<Cfg> cfgs;
-  auto add = [&](const char* name, gz::Params p) { p.threads = threads; p.seed = 1; p.seed_given = true; cfgs.push_back({name, p}); };
-  gz::Params p;
-  p.codec = gz::QSGD; p.levels = 4; p.bucket = 512; add("qsgd-fixed", p);
-  p.coding = gz::CODING_GAMMA; add("qsgd-gamma", p);
-  p.coding = gz::CODING_SPARSE; add("qsgd-sparse", p);
-  p = gz::Params(); p.codec = gz::TERNGRAD; add("terngrad", p);
-  p = gz::Params(); p.codec = gz::ONEBIT; add("onebit", p);
-  p = gz::Params(); p.codec = gz::TOPK; p.ratio = 0.01; add("topk-1%", p);
-  p = gz::Params(); p.codec = gz::RANDOMK; p.ratio = 0.01; add("randomk-1%", p);
-  p = gz::Params(); p.codec = gz::NONUNIFORM; p.levels = 8; add("nonuniform", p);
+  const std::vector<gzperf::Cfg> cfgs = gzperf::configs(threads);
   const double bytes = 4.0 * double(n);
   auto gbs = [&](double s) { return bytes / s / 1e9; };
   const double m0 = best_of(reps, [&] { std::memcpy(dst.data(), x.data(), 4 * n); });
@@ -63,7 +53,7 @@ int main(int argc, char** argv) {
   std::printf("%-12s %10s %7s %10s %7s %10s %7s %8s\n", "codec", "enc GB/s", "x mem", "dec GB/s", "x mem",
               "add GB/s", "x mem", "bits/el");
   double msum = m0;
-  for (auto& c : cfgs) {
+  for (const auto& c : cfgs) {
     if (!filter.empty() && std::string(c.name).find(filter) == std::string::npos) continue;
     std::vector<uint8_t> pkt(gz::max_bytes(c.p, n));
     uint64_t len = 0;

@@ -1,0 +1,34 @@
+// The codec configurations the C++ perf drivers time (perf.cc, ab_api.cc): the ones of the benny suites at their
+// defaults (s = 4, bucket 512, top-k/random-k 1 %, nonuniform 8 levels), seeded so every run makes the same bytes.
+#pragma once
+#include <vector>
+#include "core/gradzip.h"
+
+namespace gzperf {
+
+struct Cfg {
+  const char* name;
+  gz::Params p;
+};
+
+inline std::vector<Cfg> configs(int threads) {
+  std::vector<Cfg> cfgs;
+  auto add = [&](const char* name, gz::Params p) {
+    p.threads = threads;
+    p.seed = 1;
+    p.seed_given = true;
+    cfgs.push_back({name, p});
+  };
+  gz::Params p;
+  p.codec = gz::QSGD; p.levels = 4; p.bucket = 512; add("qsgd-fixed", p);
+  p.coding = gz::CODING_GAMMA; add("qsgd-gamma", p);
+  p.coding = gz::CODING_SPARSE; add("qsgd-sparse", p);
+  p = gz::Params(); p.codec = gz::TERNGRAD; add("terngrad", p);
+  p = gz::Params(); p.codec = gz::ONEBIT; add("onebit", p);
+  p = gz::Params(); p.codec = gz::TOPK; p.ratio = 0.01; add("topk-1%", p);
+  p = gz::Params(); p.codec = gz::RANDOMK; p.ratio = 0.01; add("randomk-1%", p);
+  p = gz::Params(); p.codec = gz::NONUNIFORM; p.levels = 8; add("nonuniform", p);
+  return cfgs;
+}
+
+}  // namespace gzperf
