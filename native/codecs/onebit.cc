@@ -207,7 +207,7 @@ GZ_AVX2 void dec_range_avx2(const OCfg& c, const uint8_t* payload, uint64_t j0, 
 // Shorter buckets use dec_range_avx2 (the table costs 16 blends per bucket).
 constexpr uint64_t kTableMinBucket = 64;
 
-template <int MODE>
+template <int MODE, int PH = kPhaseRun>
 GZ_AVX2 void dec_table_range(const OCfg& c, const uint8_t* payload, uint64_t j0, uint64_t j1, float* out, float alpha) {
   alignas(16) static const int32_t kSel[16][4] = {
       {0, 0, 0, 0}, {-1, 0, 0, 0}, {0, -1, 0, 0}, {-1, -1, 0, 0}, {0, 0, -1, 0}, {-1, 0, -1, 0}, {0, -1, -1, 0},
@@ -232,7 +232,7 @@ GZ_AVX2 void dec_table_range(const OCfg& c, const uint8_t* payload, uint64_t j0,
       // decode-add: the accumulator 4 KiB ahead, every line (Zen 1's hardware prefetcher alone leaves it slower)
       if (MODE == 1) _mm_prefetch(reinterpret_cast<const char*>(out + start + i + 1024), _MM_HINT_T0);
       const uint32_t b0 = q[0], b1 = q[1];
-      put16<MODE>(w, i, lut[b0 & 15], lut[b0 >> 4], lut[b1 & 15], lut[b1 >> 4]);
+      put16<MODE, PH>(w, i, lut[b0 & 15], lut[b0 >> 4], lut[b1 & 15], lut[b1 >> 4]);
     }
     if (i < m) {
       const uint32_t b0 = q[0], b1 = m - i > 8 ? q[1] : 0;  // padding bits are zero (checked)
@@ -281,8 +281,13 @@ void onebit_decode(const DecodeArgs& a) {
     const uint64_t j0 = c.B * t / T, j1 = c.B * (t + 1) / T;
     if (!a.scalar && c.b >= kTableMinBucket) {
       if (a.add) dec_table_range<1>(c, h.payload, j0, j1, a.out, a.alpha);
-      else if (h.n >= (uint64_t(1) << 21)) dec_table_range<3>(c, h.payload, j0, j1, a.out, a.alpha);
-      else dec_table_range<0>(c, h.payload, j0, j1, a.out, a.alpha);
+      else if (h.n >= (uint64_t(1) << 21) && j0 < j1) {  // streaming, the store phase fixed (put16.h)
+        const int ph = store_phase(a.out, j0, c.b);
+        if (ph == 0) dec_table_range<3, 0>(c, h.payload, j0, j1, a.out, a.alpha);
+        else if (ph == 4) dec_table_range<3, 4>(c, h.payload, j0, j1, a.out, a.alpha);
+        else if (ph == -1) dec_table_range<3, -1>(c, h.payload, j0, j1, a.out, a.alpha);
+        else dec_table_range<3>(c, h.payload, j0, j1, a.out, a.alpha);
+      } else dec_table_range<0>(c, h.payload, j0, j1, a.out, a.alpha);
     } else if (!a.scalar) {
       if (a.add) dec_range_avx2<1>(c, h.payload, j0, j1, a.out, a.alpha);
       else if (h.n >= (uint64_t(1) << 21)) dec_range_avx2<3>(c, h.payload, j0, j1, a.out, a.alpha);

@@ -21,6 +21,18 @@ struct Put16 {
   __m128 carry;
 };
 
+// The phase of put16 as a template argument: kPhaseRun reads w.phase at run time (one branch per group of 16, and
+// the compiler's code for the 16 mod 32 case then takes two jumps per group: 8-15 % of a TernGrad decode);
+// 0 / 4 / -1 state it for a range of buckets whose outputs all have that phase (store_phase).
+constexpr int kPhaseRun = -2;
+
+// The phase put_begin gives every bucket of [j0, j1) (bucket size b) of out, or kPhaseRun when they differ.
+inline int store_phase(const float* out, uint64_t j0, uint64_t b) {
+  if (b % 8 != 0) return kPhaseRun;  // 32-byte steps between bucket starts keep the phase
+  const uintptr_t a = reinterpret_cast<uintptr_t>(out + j0 * b) & 31;
+  return a == 0 ? 0 : a == 16 ? 4 : -1;
+}
+
 GZ_AVX2 inline Put16 put_begin(float* o) {
   Put16 w;
   w.o = o;
@@ -30,18 +42,19 @@ GZ_AVX2 inline Put16 put_begin(float* o) {
   return w;
 }
 
-template <int MODE>
+template <int MODE, int PH = kPhaseRun>
 GZ_AVX2 inline void put16(Put16& w, uint64_t i, __m128 f0, __m128 f1, __m128 f2, __m128 f3) {
   float* p = w.o + i;
+  const int phase = PH == kPhaseRun ? w.phase : PH;
   if (MODE == 1) {
     _mm_storeu_ps(p, _mm_add_ps(_mm_loadu_ps(p), f0));
     _mm_storeu_ps(p + 4, _mm_add_ps(_mm_loadu_ps(p + 4), f1));
     _mm_storeu_ps(p + 8, _mm_add_ps(_mm_loadu_ps(p + 8), f2));
     _mm_storeu_ps(p + 12, _mm_add_ps(_mm_loadu_ps(p + 12), f3));
-  } else if (MODE == 3 && w.phase == 0) {
+  } else if (MODE == 3 && phase == 0) {
     _mm256_stream_ps(p, _mm256_insertf128_ps(_mm256_castps128_ps256(f0), f1, 1));
     _mm256_stream_ps(p + 8, _mm256_insertf128_ps(_mm256_castps128_ps256(f2), f3, 1));
-  } else if (MODE == 3 && w.phase == 4) {
+  } else if (MODE == 3 && phase == 4) {
     if (w.have) _mm256_stream_ps(p - 4, _mm256_insertf128_ps(_mm256_castps128_ps256(w.carry), f0, 1));
     else _mm_stream_ps(p, f0);
     _mm256_stream_ps(p + 4, _mm256_insertf128_ps(_mm256_castps128_ps256(f1), f2, 1));

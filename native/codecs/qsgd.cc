@@ -603,7 +603,7 @@ GZ_AVX2 inline __m128 mul4(const float (*T)[2], uint64_t b0, uint64_t b1, __m128
   return _mm_mul_ps(_mm_castpd_ps(t), w);
 }
 
-template <int W, int MODE>
+template <int W, int MODE, int PH = kPhaseRun>
 GZ_AVX2 void dec_table_range(const QCfg& c, const uint8_t* payload, uint64_t j0, uint64_t j1, float* out, float alpha) {
   const __m256 av = _mm256_set1_ps(alpha);
   const float (*T4)[2] = mul_tabs().w4;
@@ -644,21 +644,21 @@ GZ_AVX2 void dec_table_range(const QCfg& c, const uint8_t* payload, uint64_t j0,
           ml = _mm_max_epu8(ml, lo);
           mb = _mm_max_epu8(mb, x);
           lookup16(P, _mm_unpacklo_epi8(lo, hi), f);
-          put16<MODE>(w, i, f[0], f[1], f[2], f[3]);
+          put16<MODE, PH>(w, i, f[0], f[1], f[2], f[3]);
           lookup16(P, _mm_unpackhi_epi8(lo, hi), f);
-          put16<MODE>(w, i + 16, f[0], f[1], f[2], f[3]);
+          put16<MODE, PH>(w, i + 16, f[0], f[1], f[2], f[3]);
           continue;
         }
         ml = _mm_max_epu8(ml, _mm_and_si128(x, m0F));
         mb = _mm_max_epu8(mb, x);
         uint64_t r0;
         std::memcpy(&r0, q, 8);
-        put16<MODE>(w, i, mul4(T4, r0 & 255, (r0 >> 8) & 255, w4), mul4(T4, (r0 >> 16) & 255, (r0 >> 24) & 255, w4),
+        put16<MODE, PH>(w, i, mul4(T4, r0 & 255, (r0 >> 8) & 255, w4), mul4(T4, (r0 >> 16) & 255, (r0 >> 24) & 255, w4),
                     mul4(T4, (r0 >> 32) & 255, (r0 >> 40) & 255, w4), mul4(T4, (r0 >> 48) & 255, r0 >> 56, w4));
         {  // the second 16 codes through the byte planes (shuffle pipes) while the first use the multiplier table
           const __m128i lo = _mm_and_si128(x, m0F), hi = _mm_and_si128(_mm_srli_epi16(x, 4), m0F);
           lookup16(P, _mm_unpackhi_epi8(lo, hi), f);
-          put16<MODE>(w, i + 16, f[0], f[1], f[2], f[3]);
+          put16<MODE, PH>(w, i + 16, f[0], f[1], f[2], f[3]);
         }
       }
       if (i < m) {
@@ -698,7 +698,7 @@ GZ_AVX2 void dec_table_range(const QCfg& c, const uint8_t* payload, uint64_t j0,
             f[e] = _mm_mul_ps(_mm_load_ps(T2[(v >> (8 * e)) & 255]), w4);
             if (MODE == 1) f[e] = _mm_mul_ps(a4, f[e]);
           }
-          put16<MODE>(w, i + 16 * k, f[0], f[1], f[2], f[3]);
+          put16<MODE, PH>(w, i + 16 * k, f[0], f[1], f[2], f[3]);
         }
       }
       if (i < m) {
@@ -744,12 +744,24 @@ DecFn pick_dec(const QCfg& c, int mode) {
   }
 }
 
+// Streaming table decodes with the store phase fixed at compile time (put16.h: store_phase).
+template <int W>
+DecFn pick_table_stream(int phase) {
+  return phase == 0 ? dec_table_range<W, 3, 0> : phase == 4 ? dec_table_range<W, 3, 4>
+                                              : phase == -1 ? dec_table_range<W, 3, -1> : dec_table_range<W, 3>;
+}
+
 void run_decode(const QCfg& c, const uint8_t* payload, float* out, int mode, float alpha, int threads, bool scalar) {
   const uint64_t T = bucket_tasks(c.B, c.n, threads);
   DecFn f = scalar ? nullptr : pick_dec(c, mode);
+  const DecFn f3[2] = {pick_table_stream<2>(kPhaseRun), pick_table_stream<4>(kPhaseRun)};
+  const bool streaming_table = f && mode == 3 && (f == f3[0] || f == f3[1]);
   parallel_for(threads, T, [&](uint64_t t) {
     const uint64_t j0 = c.B * t / T, j1 = c.B * (t + 1) / T;
-    if (f) f(c, payload, j0, j1, out, alpha);
+    if (streaming_table && j0 < j1) {
+      const int ph = store_phase(out, j0, c.b);
+      (c.W == 2 ? pick_table_stream<2>(ph) : pick_table_stream<4>(ph))(c, payload, j0, j1, out, alpha);
+    } else if (f) f(c, payload, j0, j1, out, alpha);
     else for (uint64_t j = j0; j < j1; ++j) dec_bucket_scalar(c, payload, j, out, mode, alpha);
   });
 }

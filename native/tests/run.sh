@@ -17,7 +17,7 @@ pids=()
 for s in "${srcs[@]}"; do
   o="$out/obj/$(basename "$(dirname "$s")")_$(basename "${s%.cc}").o"
   objs+=("$o")
-  if [ ! -f "$o" ] || [ "$s" -nt "$o" ] || [ -n "$(find "$root/native/core" -name '*.h' -newer "$o" -print -quit)" ]; then
+  if [ ! -f "$o" ] || [ "$s" -nt "$o" ] || [ -n "$(find "$root/native/core" "$root/native/codecs" -name '*.h' -newer "$o" -print -quit)" ]; then
     "$cxx" "${flags[@]}" -c "$s" -o "$o" &
     pids+=($!)
     if [ "${#pids[@]}" -ge "$jobs" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi

@@ -132,13 +132,16 @@ int main() {
         Pkt k = make(cc.c, cc.s, b, n, ++seed);
         for (int off = 0; off < 8; ++off) compare(k, off, 1, "small");
       }
-  // streaming decode (n >= 2^21) and two threads
+  // streaming decode (n >= 2^21) and two threads; offsets 0 / 4 / 1 give the store phases 0 / 4 / -1 (put16.h)
   for (auto cc : cs) {
     Pkt k = make(cc.c, cc.s, 512, (uint64_t(1) << 21) + 37, ++seed);
     for (int off : {0, 4, 1}) compare(k, off, 1, "large");
     compare(k, 4, 2, "large");
     Pkt k2 = make(cc.c, cc.s, 96, (uint64_t(1) << 21) + 5, ++seed);
     compare(k2, 4, 2, "large b96");
+    // buckets whose starts change the store phase (b % 8 != 0): the run-time phase path of put16.h
+    Pkt k3 = make(cc.c, cc.s, 100, (uint64_t(1) << 21) + 3, ++seed);
+    for (int off : {0, 4}) compare(k3, off, 2, "large b100");
   }
   // level above s: CORRUPT, acc untouched by decode-add (every W = 4 s that can overflow, both paths)
   for (uint32_t s : {4u, 5u, 6u})
