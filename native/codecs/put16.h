@@ -26,18 +26,22 @@ struct Put16 {
 // 0 / 4 / -1 state it for a range of buckets whose outputs all have that phase (store_phase).
 constexpr int kPhaseRun = -2;
 
+// The phase of a run of streaming stores that starts at p.
+inline int phase_of(const float* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p) & 31;
+  return a == 0 ? 0 : a == 16 ? 4 : -1;
+}
+
 // The phase put_begin gives every bucket of [j0, j1) (bucket size b) of out, or kPhaseRun when they differ.
 inline int store_phase(const float* out, uint64_t j0, uint64_t b) {
   if (b % 8 != 0) return kPhaseRun;  // 32-byte steps between bucket starts keep the phase
-  const uintptr_t a = reinterpret_cast<uintptr_t>(out + j0 * b) & 31;
-  return a == 0 ? 0 : a == 16 ? 4 : -1;
+  return phase_of(out + j0 * b);
 }
 
 GZ_AVX2 inline Put16 put_begin(float* o) {
   Put16 w;
   w.o = o;
-  const uintptr_t a = reinterpret_cast<uintptr_t>(o) & 31;
-  w.phase = a == 0 ? 0 : a == 16 ? 4 : -1;
+  w.phase = phase_of(o);
   w.carry = _mm_setzero_ps();
   return w;
 }

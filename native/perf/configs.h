@@ -1,5 +1,6 @@
 // The codec configurations the C++ perf drivers time (perf.cc, ab_api.cc): the ones of the benny suites at their
-// defaults (s = 4, bucket 512, top-k/random-k 1 %, nonuniform 8 levels), seeded so every run makes the same bytes.
+// defaults (s = 4, bucket 512, top-k/random-k 1 %, nonuniform 8 levels), plus qsgd s = 2 and 8 (3- and 5-bit
+// codes: the per-element decoder), seeded so every run makes the same bytes.
 #pragma once
 #include <vector>
 #include "core/gradzip.h"
@@ -23,6 +24,8 @@ inline std::vector<Cfg> configs(int threads) {
   p.codec = gz::QSGD; p.levels = 4; p.bucket = 512; add("qsgd-fixed", p);
   p.coding = gz::CODING_GAMMA; add("qsgd-gamma", p);
   p.coding = gz::CODING_SPARSE; add("qsgd-sparse", p);
+  p = gz::Params(); p.codec = gz::QSGD; p.levels = 2; p.bucket = 512; add("qsgd-s2", p);  // 3-bit codes
+  p.levels = 8; add("qsgd-s8", p);  // 5-bit codes
   p = gz::Params(); p.codec = gz::TERNGRAD; add("terngrad", p);
   p = gz::Params(); p.codec = gz::ONEBIT; add("onebit", p);
   p = gz::Params(); p.codec = gz::TOPK; p.ratio = 0.01; add("topk-1%", p);
