@@ -16,7 +16,7 @@ SAN=(-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 # library objects (instrumented), compiled two at a time
 objs=()
 for s in $SRCS; do objs+=("$WORK/obj/$(basename "${s%.cc}").o"); done
-printf '%s\n' $SRCS | xargs -P 2 -I{} sh -c 'o="'"$WORK"'/obj/$(basename {} .cc).o"; if [ ! -f "$o" ] || [ {} -nt "$o" ] || [ -n "$(find '"$ROOT"'/native/core -name "*.h" -newer "$o")" ]; then '"$CXX"' '"${COMMON[*]} ${SAN[*]}"' -c {} -o "$o"; fi'
+printf '%s\n' $SRCS | xargs -P 2 -I{} sh -c 'o="'"$WORK"'/obj/$(basename {} .cc).o"; if [ ! -f "$o" ] || [ {} -nt "$o" ] || [ -n "$(find '"$ROOT"'/native/core '"$ROOT"'/native/codecs -name "*.h" -newer "$o")" ]; then '"$CXX"' '"${COMMON[*]} ${SAN[*]}"' -c {} -o "$o"; fi'
 "$CXX" "${COMMON[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   "$ROOT/native/fuzz/fuzz_decode.cc" "${objs[@]}" -o "$WORK/fuzz_decode"
 # seed corpus generator (same library, no fuzzer main)
