@@ -416,30 +416,57 @@ void dec_bucket_scalar(const QCfg& c, const uint8_t* payload, uint64_t j, float*
   }
 }
 
-// 8 codes of W bits (LSB-first in raw, W <= 8) into 32-bit lanes. Code e starts at bit W e: one pshufb puts bytes
-// (W e) >> 3 and the next into 16-bit lane e, a multiply by 2^(16 - W - (W e & 7)) moves the code to the top of the
-// lane, a shift by 16 - W brings it down. (Variable shifts and vpermd, the earlier way, cost about 25 cycles per 8
-// codes on Zen 1 for W > 4.)
+// 8 codes of W bits (LSB-first in the W bytes at the start of raw, W <= 16) into 32-bit lanes. Code e starts at
+// bit W e. W <= 8: one pshufb puts bytes (W e) >> 3 and the next into 16-bit lane e, a multiply by
+// 2^(16 - W - (W e & 7)) moves the code to the top of the lane, a shift by 16 - W brings it down. W > 8: the 16 bytes
+// in both halves, one pshufb puts the (up to 3) bytes of code e into 32-bit lane e, a variable shift and a mask.
+// (Variable 64-bit shifts and vpermd, the earlier way for W > 4, cost about 25 cycles per 8 codes on Zen 1.)
 template <int W>
 struct Unpack8 {
-  __m128i sel, mul;
+  static_assert(W >= 1 && W <= 16, "code width");
+  __m128i sel, mul;   // W <= 8
+  __m256i sel8, sh8;  // W > 8
   Unpack8() {
-    alignas(16) int8_t sb[16];
-    alignas(16) int16_t mb[8];
+    alignas(32) int8_t sb[32] = {};
+    alignas(32) int16_t mb[8] = {};
+    alignas(32) int32_t shb[8] = {};
     for (int e = 0; e < 8; ++e) {
       const int bit = W * e, by = bit >> 3, sh = bit & 7;
-      sb[2 * e] = int8_t(by);
-      sb[2 * e + 1] = sh + W > 8 ? int8_t(by + 1) : int8_t(-1);  // the second byte only when the code reaches it
-      mb[e] = int16_t(uint16_t(1u << (16 - W - sh)));
+      if (W <= 8) {
+        sb[2 * e] = int8_t(by);
+        sb[2 * e + 1] = sh + W > 8 ? int8_t(by + 1) : int8_t(-1);  // the second byte only when the code reaches it
+        mb[e] = int16_t(uint16_t(1u << (16 - W - sh)));
+      } else {
+        for (int k = 0; k < 4; ++k) sb[4 * e + k] = 8 * k < sh + W ? int8_t(by + k) : int8_t(-1);
+        shb[e] = sh;
+      }
     }
     sel = _mm_load_si128(reinterpret_cast<const __m128i*>(sb));
     mul = _mm_load_si128(reinterpret_cast<const __m128i*>(mb));
+    std::memcpy(&sel8, sb, 32);  // (memcpy: this constructor is not compiled for AVX)
+    std::memcpy(&sh8, shb, 32);
   }
 };
 template <int W>
-GZ_AVX2 inline __m256i unpack8(uint64_t raw, const Unpack8<W>& u) {
-  const __m128i t = _mm_mullo_epi16(_mm_shuffle_epi8(_mm_cvtsi64_si128(int64_t(raw)), u.sel), u.mul);
-  return _mm256_cvtepu16_epi32(_mm_srli_epi16(t, 16 - W));
+GZ_AVX2 inline __m256i unpack8(__m128i raw, const Unpack8<W>& u) {
+  if (W <= 8) {
+    const __m128i t = _mm_mullo_epi16(_mm_shuffle_epi8(raw, u.sel), u.mul);
+    return _mm256_cvtepu16_epi32(_mm_srli_epi16(t, 16 - W));
+  } else {
+    const __m256i g = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(raw), u.sel8);
+    return _mm256_and_si256(_mm256_srlv_epi32(g, u.sh8), _mm256_set1_epi32((1 << W) - 1));
+  }
+}
+// The W bytes of 8 codes at q (W <= 16): one 8- or 16-byte load while it stays before pend (the bits past the W
+// bytes are never used), else a copy of exactly `bytes`.
+template <int W>
+GZ_AVX2 inline __m128i load_codes(const uint8_t* q, const uint8_t* pend, uint64_t bytes) {
+  constexpr int64_t L = W <= 8 ? 8 : 16;
+  if (__builtin_expect(pend - q >= L, 1) && bytes == uint64_t(W))
+    return W <= 8 ? _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)) : _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  alignas(16) uint8_t t[16] = {0};
+  std::memcpy(t, q, size_t(bytes));
+  return _mm_load_si128(reinterpret_cast<const __m128i*>(t));
 }
 
 // MODE 3 (streaming) stores 8 floats at a time at the bucket's phase (put16.h): PH 0 one 256-bit non-temporal
@@ -450,9 +477,9 @@ GZ_AVX2 void dec_range_avx2(const QCfg& c, const uint8_t* payload, uint64_t j0, 
   const __m256 av = _mm256_set1_ps(alpha);
   const __m256i one = _mm256_set1_epi32(1);
   const Unpack8<W> up;
-  // 8 codes are W bytes; they are read as one 8-byte load (the bits past them are never used) while that stays
-  // inside the payload. (A W-byte memcpy into a zeroed word went through the stack: the 4-byte load that followed
-  // spanned three small stores, which cannot be forwarded, and stalled every group: 2.2 ns per element for s = 2.)
+  // 8 codes are W bytes, read by load_codes. (A W-byte memcpy into a zeroed word went through the stack: the 4-byte
+  // load that followed spanned three small stores, which cannot be forwarded, and stalled every group: 2.2 ns per
+  // element for s = 2.)
   const uint8_t* const pend = payload + (c.n / c.b) * c.stride + (c.n % c.b ? 4 + code_bytes(c.n % c.b, W) : 0);
   for (uint64_t j = j0; j < j1; ++j) {
     const uint8_t* p = payload + j * c.stride;
@@ -465,10 +492,7 @@ GZ_AVX2 void dec_range_avx2(const QCfg& c, const uint8_t* payload, uint64_t j0, 
     __m256i bad = _mm256_setzero_si256();
     uint64_t i = 0;
     for (; i + 8 <= m; i += 8, q += W) {
-      uint64_t raw = 0;
-      if (__builtin_expect(pend - q >= 8, 1)) raw = load_u64le(q);
-      else std::memcpy(&raw, q, W);
-      const __m256i cd = unpack8<W>(raw, up);
+      const __m256i cd = unpack8<W>(load_codes<W>(q, pend, W), up);
       const __m256i z = _mm256_srli_epi32(cd, 1);
       bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(z, sv));
       if (MODE == 2) continue;
@@ -483,9 +507,7 @@ GZ_AVX2 void dec_range_avx2(const QCfg& c, const uint8_t* payload, uint64_t j0, 
     }
     if (i < m) {
       const uint64_t cnt = m - i;
-      uint64_t raw = 0;
-      std::memcpy(&raw, q, code_bytes(cnt, W));
-      const __m256i cd = unpack8<W>(raw, up);
+      const __m256i cd = unpack8<W>(load_codes<W>(q, q, code_bytes(cnt, W)), up);
       const __m256i z = _mm256_srli_epi32(cd, 1);
       bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(z, sv));  // lanes >= cnt decode as 0
       if (MODE != 2) {
@@ -777,6 +799,14 @@ DecFn pick_dec(const QCfg& c, int mode) {
     case 6: return pick_dec_w<6>(mode);
     case 7: return pick_dec_w<7>(mode);
     case 8: return pick_dec_w<8>(mode);
+    case 9: return pick_dec_w<9>(mode);
+    case 10: return pick_dec_w<10>(mode);
+    case 11: return pick_dec_w<11>(mode);
+    case 12: return pick_dec_w<12>(mode);
+    case 13: return pick_dec_w<13>(mode);
+    case 14: return pick_dec_w<14>(mode);
+    case 15: return pick_dec_w<15>(mode);
+    case 16: return pick_dec_w<16>(mode);
     default: return nullptr;
   }
 }
@@ -796,6 +826,14 @@ DecFn pick_stream_ph(const QCfg& c) {
     case 6: return dec_range_avx2<6, 3, PH>;
     case 7: return dec_range_avx2<7, 3, PH>;
     case 8: return dec_range_avx2<8, 3, PH>;
+    case 9: return dec_range_avx2<9, 3, PH>;
+    case 10: return dec_range_avx2<10, 3, PH>;
+    case 11: return dec_range_avx2<11, 3, PH>;
+    case 12: return dec_range_avx2<12, 3, PH>;
+    case 13: return dec_range_avx2<13, 3, PH>;
+    case 14: return dec_range_avx2<14, 3, PH>;
+    case 15: return dec_range_avx2<15, 3, PH>;
+    case 16: return dec_range_avx2<16, 3, PH>;
     default: return nullptr;
   }
 }

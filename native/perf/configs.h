@@ -26,6 +26,7 @@ inline std::vector<Cfg> configs(int threads) {
   p.coding = gz::CODING_SPARSE; add("qsgd-sparse", p);
   p = gz::Params(); p.codec = gz::QSGD; p.levels = 2; p.bucket = 512; add("qsgd-s2", p);  // 3-bit codes
   p.levels = 8; add("qsgd-s8", p);  // 5-bit codes
+  p.levels = 1000; add("qsgd-s1000", p);  // 11-bit codes
   p = gz::Params(); p.codec = gz::TERNGRAD; add("terngrad", p);
   p = gz::Params(); p.codec = gz::ONEBIT; add("onebit", p);
   p = gz::Params(); p.codec = gz::TOPK; p.ratio = 0.01; add("topk-1%", p);

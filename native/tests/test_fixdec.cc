@@ -125,9 +125,10 @@ int main() {
   uint64_t seed = 1;
   const uint32_t bs[] = {32, 33, 35, 48, 64, 99, 100, 512, 1000};
   const uint64_t ns[] = {1, 15, 16, 17, 31, 33, 63, 65, 100, 513, 1031, 4099};
-  // s = 2 and 8: the per-element decoder (3- and 5-bit codes); the others the table decoders
+  // s = 2, 8, 255, 1000, 32767: the per-element decoder (3-, 5-, 9-, 11- and 16-bit codes); the others the table
+  // decoders
   struct C { Codec c; uint32_t s; } cs[] = {{QSGD, 4}, {QSGD, 5}, {QSGD, 6}, {QSGD, 7}, {QSGD, 1}, {QSGD, 2}, {QSGD, 8},
-                                           {TERNGRAD, 1}, {ONEBIT, 0}};
+                                           {QSGD, 255}, {QSGD, 1000}, {QSGD, 32767}, {TERNGRAD, 1}, {ONEBIT, 0}};
   for (auto cc : cs)
     for (uint32_t b : bs)
       for (uint64_t n : ns) {
