@@ -281,13 +281,11 @@ void onebit_decode(const DecodeArgs& a) {
     const uint64_t j0 = c.B * t / T, j1 = c.B * (t + 1) / T;
     if (!a.scalar && c.b >= kTableMinBucket) {
       if (a.add) dec_table_range<1>(c, h.payload, j0, j1, a.out, a.alpha);
-      else if (h.n >= (uint64_t(1) << 21) && j0 < j1) {  // streaming, the store phase fixed (put16.h)
-        const int ph = store_phase(a.out, j0, c.b);
-        if (ph == 0) dec_table_range<3, 0>(c, h.payload, j0, j1, a.out, a.alpha);
-        else if (ph == 4) dec_table_range<3, 4>(c, h.payload, j0, j1, a.out, a.alpha);
-        else if (ph == -1) dec_table_range<3, -1>(c, h.payload, j0, j1, a.out, a.alpha);
-        else dec_table_range<3>(c, h.payload, j0, j1, a.out, a.alpha);
-      } else dec_table_range<0>(c, h.payload, j0, j1, a.out, a.alpha);
+      else if (h.n >= (uint64_t(1) << 21) && j0 < j1)  // streaming, the store phase fixed (put16.h)
+        with_phase(store_phase(a.out, j0, c.b), [&](auto ph) {
+          dec_table_range<3, decltype(ph)::value>(c, h.payload, j0, j1, a.out, a.alpha);
+        });
+      else dec_table_range<0>(c, h.payload, j0, j1, a.out, a.alpha);
     } else if (!a.scalar) {
       if (a.add) dec_range_avx2<1>(c, h.payload, j0, j1, a.out, a.alpha);
       else if (h.n >= (uint64_t(1) << 21)) dec_range_avx2<3>(c, h.payload, j0, j1, a.out, a.alpha);

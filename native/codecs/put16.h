@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/simd_philox.h"  // GZ_AVX2
 
@@ -36,6 +37,18 @@ inline int phase_of(const float* p) {
 inline int store_phase(const float* out, uint64_t j0, uint64_t b) {
   if (b % 8 != 0) return kPhaseRun;  // 32-byte steps between bucket starts keep the phase
   return phase_of(out + j0 * b);
+}
+
+// Calls f(std::integral_constant<int, PH>()) with PH = ph (0, 4 or -1), else kPhaseRun: the one place that turns
+// a store phase into a template argument.
+template <class F>
+inline void with_phase(int ph, F&& f) {
+  switch (ph) {
+    case 0: f(std::integral_constant<int, 0>()); break;
+    case 4: f(std::integral_constant<int, 4>()); break;
+    case -1: f(std::integral_constant<int, -1>()); break;
+    default: f(std::integral_constant<int, kPhaseRun>()); break;
+  }
 }
 
 GZ_AVX2 inline Put16 put_begin(float* o) {

@@ -838,8 +838,9 @@ DecFn pick_stream_ph(const QCfg& c) {
   }
 }
 DecFn pick_stream(const QCfg& c, int phase) {
-  return phase == 0 ? pick_stream_ph<0>(c) : phase == 4 ? pick_stream_ph<4>(c)
-                                           : phase == -1 ? pick_stream_ph<-1>(c) : pick_stream_ph<kPhaseRun>(c);
+  DecFn f = nullptr;
+  with_phase(phase, [&](auto ph) { f = pick_stream_ph<decltype(ph)::value>(c); });
+  return f;
 }
 
 void run_decode(const QCfg& c, const uint8_t* payload, float* out, int mode, float alpha, int threads, bool scalar) {
