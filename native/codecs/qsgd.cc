@@ -776,70 +776,48 @@ GZ_AVX2 void dec_table_range(const QCfg& c, const uint8_t* payload, uint64_t j0,
 }
 
 using DecFn = void (*)(const QCfg&, const uint8_t*, uint64_t, uint64_t, float*, float);
-template <int W>
+// PH: the store phase of a streaming (mode 3) decode, fixed for a range of buckets (put16.h: store_phase); the other
+// modes do not use it.
+template <int W, int PH>
 DecFn pick_dec_w(int mode) {
   return mode == 0 ? dec_range_avx2<W, 0> : mode == 1 ? dec_range_avx2<W, 1> : mode == 2 ? dec_range_avx2<W, 2>
-                                                                                : dec_range_avx2<W, 3>;
+                                                                                : dec_range_avx2<W, 3, PH>;
 }
-template <int W>
+template <int W, int PH>
 DecFn pick_table_w(int mode) {
   return mode == 0 ? dec_table_range<W, 0> : mode == 1 ? dec_table_range<W, 1> : mode == 2 ? dec_table_range<W, 2>
-                                                                                  : dec_table_range<W, 3>;
+                                                                                  : dec_table_range<W, 3, PH>;
 }
 constexpr uint64_t kTableMinBucket = 32;  // smaller buckets: per-element path (the table costs ~20 ops per bucket)
+template <int PH = kPhaseRun>
 DecFn pick_dec(const QCfg& c, int mode) {
   const uint32_t W = c.W;
-  if (c.b >= kTableMinBucket && W == 4) return pick_table_w<4>(mode);
-  if (c.b >= kTableMinBucket && W == 2) return mode == 2 ? pick_dec_w<2>(mode) : pick_table_w<2>(mode);
+  if (c.b >= kTableMinBucket && W == 4) return pick_table_w<4, PH>(mode);
+  if (c.b >= kTableMinBucket && W == 2) return mode == 2 ? pick_dec_w<2, PH>(mode) : pick_table_w<2, PH>(mode);
   switch (W) {
-    case 2: return pick_dec_w<2>(mode);
-    case 3: return pick_dec_w<3>(mode);
-    case 4: return pick_dec_w<4>(mode);
-    case 5: return pick_dec_w<5>(mode);
-    case 6: return pick_dec_w<6>(mode);
-    case 7: return pick_dec_w<7>(mode);
-    case 8: return pick_dec_w<8>(mode);
-    case 9: return pick_dec_w<9>(mode);
-    case 10: return pick_dec_w<10>(mode);
-    case 11: return pick_dec_w<11>(mode);
-    case 12: return pick_dec_w<12>(mode);
-    case 13: return pick_dec_w<13>(mode);
-    case 14: return pick_dec_w<14>(mode);
-    case 15: return pick_dec_w<15>(mode);
-    case 16: return pick_dec_w<16>(mode);
+    case 2: return pick_dec_w<2, PH>(mode);
+    case 3: return pick_dec_w<3, PH>(mode);
+    case 4: return pick_dec_w<4, PH>(mode);
+    case 5: return pick_dec_w<5, PH>(mode);
+    case 6: return pick_dec_w<6, PH>(mode);
+    case 7: return pick_dec_w<7, PH>(mode);
+    case 8: return pick_dec_w<8, PH>(mode);
+    case 9: return pick_dec_w<9, PH>(mode);
+    case 10: return pick_dec_w<10, PH>(mode);
+    case 11: return pick_dec_w<11, PH>(mode);
+    case 12: return pick_dec_w<12, PH>(mode);
+    case 13: return pick_dec_w<13, PH>(mode);
+    case 14: return pick_dec_w<14, PH>(mode);
+    case 15: return pick_dec_w<15, PH>(mode);
+    case 16: return pick_dec_w<16, PH>(mode);
     default: return nullptr;
   }
 }
 
-// Streaming decodes with the store phase fixed at compile time for a range of buckets (put16.h: store_phase): the
-// same choice of decoder as pick_dec(c, 3).
-template <int PH>
-DecFn pick_stream_ph(const QCfg& c) {
-  const uint32_t W = c.W;
-  if (c.b >= kTableMinBucket && W == 4) return dec_table_range<4, 3, PH>;
-  if (c.b >= kTableMinBucket && W == 2) return dec_table_range<2, 3, PH>;
-  switch (W) {
-    case 2: return dec_range_avx2<2, 3, PH>;
-    case 3: return dec_range_avx2<3, 3, PH>;
-    case 4: return dec_range_avx2<4, 3, PH>;
-    case 5: return dec_range_avx2<5, 3, PH>;
-    case 6: return dec_range_avx2<6, 3, PH>;
-    case 7: return dec_range_avx2<7, 3, PH>;
-    case 8: return dec_range_avx2<8, 3, PH>;
-    case 9: return dec_range_avx2<9, 3, PH>;
-    case 10: return dec_range_avx2<10, 3, PH>;
-    case 11: return dec_range_avx2<11, 3, PH>;
-    case 12: return dec_range_avx2<12, 3, PH>;
-    case 13: return dec_range_avx2<13, 3, PH>;
-    case 14: return dec_range_avx2<14, 3, PH>;
-    case 15: return dec_range_avx2<15, 3, PH>;
-    case 16: return dec_range_avx2<16, 3, PH>;
-    default: return nullptr;
-  }
-}
+// The streaming decoder for buckets whose outputs have store phase `phase`.
 DecFn pick_stream(const QCfg& c, int phase) {
   DecFn f = nullptr;
-  with_phase(phase, [&](auto ph) { f = pick_stream_ph<decltype(ph)::value>(c); });
+  with_phase(phase, [&](auto ph) { f = pick_dec<decltype(ph)::value>(c, 3); });
   return f;
 }
 
