@@ -925,9 +925,9 @@ void decode_chunk(const Geom& g, ChunkView ck, uint64_t c, float* out, float alp
   br.finish();
 }
 
-// ---------------------------------------------------------------- fast decoders (s <= 7, both codings)
+// ---------------------------------------------------------------- fast decoders (s <= 127, both codings)
 // A task decodes kGroup consecutive chunks, four at a time, in two stages.
-// Stage 1 writes the symbols k = 2*zeta + sign (k <= 15) of each chunk's elements as bytes into its own region of
+// Stage 1 writes the symbols k = 2*zeta + sign (k <= 255) of each chunk's elements as bytes into its own region of
 // a scratch buffer. The four chunks are decoded in lockstep in one thread: one stream is a chain of dependent
 // load -> shift -> table load -> add steps, four independent chains overlap. Each stream's state is a bit pointer
 // (byte address * 8 + bit) and an output pointer, kept in registers; the steps run in batches whose length is
@@ -939,10 +939,12 @@ void decode_chunk(const Geom& g, ChunkView ck, uint64_t c, float* out, float alp
 //  sparse: a 12-bit peek table gives one whole (run, zeta, sign) triple per lookup (runs <= 30); each step appends
 //          a (run, symbol) record, and the symbols go into the zeroed region once the streams are validated (see
 //          "sparse stage 1"). Runs past the bucket end are checked once per batch (the element pointer only grows).
-// Stage 2 maps each bucket's symbols to floats through val[k] = qsgd_value(w, k >> 1, k & 1) (decode-add: alpha *
-// val[k], then out + that: the same float operations as the scalar path): 16 symbols per four pshufb of the
-// table's byte planes and eight unpacks; large plain decodes use non-temporal stores (256-bit where two 16-byte
-// halves make an aligned 32-byte block).
+// Stage 2 maps each bucket's symbols to floats val[k] = qsgd_value(w, k >> 1, k & 1) (decode-add: alpha * val[k],
+// then out + that: the same float operations as the scalar path). s <= 7 (k <= 15): 16 symbols per four pshufb of
+// a 16-float table's byte planes and eight unpacks. 8 <= s <= 127: the value is computed, 8 symbols per zero-
+// extension, float(k >> 1) * w with the sign bit k << 31 xored in (IEEE multiplication is exact in the sign, so
+// this is qsgd_value's -(w * zeta) bit for bit). Large plain decodes use non-temporal stores (256-bit where two
+// 16-byte halves make an aligned 32-byte block).
 // Decode-add validates every chunk before its first store to acc (see qsgd_var_decode).
 
 constexpr int kPeek = 12;
@@ -1016,15 +1018,18 @@ SpTab* build_sparse_dtab(uint32_t s) {
   return t;
 }
 
+constexpr uint32_t kFastMaxS = 127;  // symbols k = 2*zeta + sign fit in a byte
+constexpr uint32_t kLutMaxS = 7;     // stage 2 by 16-entry pshufb tables (k <= 15)
+
 const GamTab& gamma_dtab(uint32_t s) {
-  static GamTab* tabs[8];
-  static std::once_flag once[8];
+  static GamTab* tabs[kFastMaxS + 1];
+  static std::once_flag once[kFastMaxS + 1];
   std::call_once(once[s], [s] { tabs[s] = build_gamma_dtab(s); });
   return *tabs[s];
 }
 const SpTab& sparse_dtab(uint32_t s) {
-  static SpTab* tabs[8];
-  static std::once_flag once[8];
+  static SpTab* tabs[kFastMaxS + 1];
+  static std::once_flag once[kFastMaxS + 1];
   std::call_once(once[s], [s] { tabs[s] = build_sparse_dtab(s); });
   return *tabs[s];
 }
@@ -1440,29 +1445,57 @@ GZ_AVX2 inline void floats16(const uint8_t* k, const __m128i P[4], __m128& f0, _
   f3 = _mm_castsi128_ps(_mm_unpackhi_epi16(h01, h23));
 }
 
+// Floats of 16 symbols (k <= 255): qsgd_value(w, k >> 1, k & 1), times alpha when ADD.
+template <bool ADD>
+GZ_AVX2 inline void floats16_cvt(const uint8_t* k, __m256 wv, __m256 av, __m128& f0, __m128& f1, __m128& f2,
+                                 __m128& f3) {
+  const __m256i k0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(k)));
+  const __m256i k1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(k + 8)));
+  __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(k0, 1)), wv);
+  __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(k1, 1)), wv);
+  v0 = _mm256_xor_ps(v0, _mm256_castsi256_ps(_mm256_slli_epi32(k0, 31)));
+  v1 = _mm256_xor_ps(v1, _mm256_castsi256_ps(_mm256_slli_epi32(k1, 31)));
+  if (ADD) {
+    v0 = _mm256_mul_ps(av, v0);
+    v1 = _mm256_mul_ps(av, v1);
+  }
+  f0 = _mm256_castps256_ps128(v0);
+  f1 = _mm256_extractf128_ps(v0, 1);
+  f2 = _mm256_castps256_ps128(v1);
+  f3 = _mm256_extractf128_ps(v1, 1);
+}
+
 enum class Out { PLAIN, NT, ADD };
 
-// Symbols of one chunk (M elements, buckets of b; bucket scales w) -> out[0, M).
+// Symbols of one chunk (M elements, buckets of b; bucket scales w) -> out[0, M). LUT: s <= kLutMaxS (k <= 15),
+// else k <= 255 (values computed).
 // NT: out is 16-byte aligned and b % 16 == 0.
-template <Out MODE>
+template <Out MODE, bool LUT>
 GZ_AVX2 void chunk_floats(const uint8_t* k, uint64_t M, uint64_t b, const float* w, float* out, float alpha) {
   alignas(16) float lut[16];
   __m128i P[4];
   __m128 carry = _mm_setzero_ps();
   bool have = false;
   const bool odd = (uintptr_t(out) & 16) != 0;
+  const __m256 av = _mm256_set1_ps(alpha);
+  __m256 wv = av;
   uint64_t i = 0;
   for (uint64_t bi = 0; i < M; ++bi) {
     const uint64_t m = std::min<uint64_t>(b, M - i);
-    for (uint32_t q = 0; q < 16; ++q) {
-      const float v = ref::qsgd_value(w[bi], q >> 1, q & 1);
-      lut[q] = MODE == Out::ADD ? alpha * v : v;
+    if (LUT) {
+      for (uint32_t q = 0; q < 16; ++q) {
+        const float v = ref::qsgd_value(w[bi], q >> 1, q & 1);
+        lut[q] = MODE == Out::ADD ? alpha * v : v;
+      }
+      lut_planes(lut, P);
+    } else {
+      wv = _mm256_set1_ps(w[bi]);
     }
     const uint64_t e = i + m;
-    lut_planes(lut, P);
     for (; i + 16 <= e; i += 16) {
       __m128 f0, f1, f2, f3;
-      floats16(k + i, P, f0, f1, f2, f3);
+      if (LUT) floats16(k + i, P, f0, f1, f2, f3);
+      else floats16_cvt<MODE == Out::ADD>(k + i, wv, av, f0, f1, f2, f3);
       float* o = out + i;
       if (MODE == Out::ADD) {
         // the accumulator 4 KiB ahead, every line; the symbols 1 KiB ahead (Zen 1's hardware prefetcher alone
@@ -1491,11 +1524,25 @@ GZ_AVX2 void chunk_floats(const uint8_t* k, uint64_t M, uint64_t b, const float*
     }
     if (MODE == Out::NT && have && i < e) { _mm_stream_ps(out + i - 4, carry); have = false; }
     for (; i < e; ++i) {
-      if (MODE == Out::ADD) out[i] = out[i] + lut[k[i]];
-      else out[i] = lut[k[i]];
+      float v;
+      if (LUT) {
+        v = lut[k[i]];
+      } else {
+        v = ref::qsgd_value(w[bi], k[i] >> 1, k[i] & 1u);
+        if (MODE == Out::ADD) v = alpha * v;
+      }
+      if (MODE == Out::ADD) out[i] = out[i] + v;
+      else out[i] = v;
     }
   }
   if (MODE == Out::NT && have) _mm_stream_ps(out + i - 4, carry);
+}
+
+template <Out MODE>
+GZ_AVX2 void chunk_floats(uint32_t s, const uint8_t* k, uint64_t M, uint64_t b, const float* w, float* out,
+                          float alpha) {
+  if (s <= kLutMaxS) chunk_floats<MODE, true>(k, M, b, w, out, alpha);
+  else chunk_floats<MODE, false>(k, M, b, w, out, alpha);
 }
 
 // Stage 1 of chunks [c, c + ns) (ns <= 4) into S (regions), with their scales; validates everything.
@@ -1556,8 +1603,8 @@ void fast_chunks(const Geom& g, const Header& h, const std::vector<uint64_t>& of
     if (STORE)
       for (int i = 0; i < ns; ++i) {
         const uint64_t lo = (c + uint64_t(i)) * g.E, hi = std::min(g.n, lo + g.E);
-        chunk_floats<MODE>(S.k.data() + uint64_t(i) * S.stride, hi - lo, g.b, S.w.data() + uint64_t(i) * S.nbmax,
-                           out + lo, alpha);
+        chunk_floats<MODE>(g.s, S.k.data() + uint64_t(i) * S.stride, hi - lo, g.b,
+                           S.w.data() + uint64_t(i) * S.nbmax, out + lo, alpha);
       }
   }
   if (MODE == Out::NT) _mm_sfence();
@@ -1643,7 +1690,7 @@ uint64_t qsgd_var_encode(EncodeArgs& a) {
 }
 
 namespace {
-bool use_fast(const Geom& g) { return g.s <= 7 && g.E <= kFastMaxE; }
+bool use_fast(const Geom& g) { return g.s <= kFastMaxS && g.E <= kFastMaxE; }
 
 // The decode-add symbol scratch (n bytes) is lent from one cached buffer, the largest asked for so far (at most
 // kAddScratchMaxN + kSlack bytes, kept for the life of the process), to one call at a time; a call that finds it
@@ -1733,7 +1780,7 @@ void qsgd_var_decode(const DecodeArgs& a) {
           const uint64_t lo = c * g.E, hi = std::min(g.n, lo + g.E);
           const uint64_t nb = (hi - lo + g.b - 1) / g.b;
           for (uint64_t bi = 0; bi < nb; ++bi) w[bi] = ref::u2f(load_u32le(h.payload + off[c] + 4 * bi)) / fs;
-          chunk_floats<Out::ADD>(ks + lo, hi - lo, g.b, w.data(), a.out + lo, a.alpha);
+          chunk_floats<Out::ADD>(g.s, ks + lo, hi - lo, g.b, w.data(), a.out + lo, a.alpha);
         }
       });
       return;

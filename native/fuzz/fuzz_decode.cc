@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
   };
   for (uint64_t n : {0ull, 1ull, 9ull, 100ull, 700ull}) {
     for (uint8_t coding = 0; coding < 3; ++coding)
-      for (uint32_t s : {1u, 2u, 4u, 8u, 300u}) {  // code widths 2, 3, 4, 5 and 10
+      for (uint32_t s : {1u, 2u, 4u, 8u, 127u, 300u}) {  // code widths 2, 3, 4, 5, 8 and 10
         gz::Params p; p.codec = gz::QSGD; p.levels = s; p.coding = gz::Coding(coding);
         p.bucket = n > 200 ? 128 : 7; p.norm = s == 300 ? gz::NORM_LINF : gz::NORM_L2;
         emit(p, n);

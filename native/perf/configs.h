@@ -1,6 +1,6 @@
 // The codec configurations the C++ perf drivers time (perf.cc, ab_api.cc): the ones of the benny suites at their
-// defaults (s = 4, bucket 512, top-k/random-k 1 %, nonuniform 8 levels), plus qsgd s = 2 and 8 (3- and 5-bit
-// codes: the per-element decoder), seeded so every run makes the same bytes.
+// defaults (s = 4, bucket 512, top-k/random-k 1 %, nonuniform 8 levels), plus qsgd s = 2, 8 and 1000 (3-, 5- and
+// 11-bit codes) and the gamma/sparse codings at s = 8 and 127, seeded so every run makes the same bytes.
 #pragma once
 #include <vector>
 #include "core/gradzip.h"
@@ -27,6 +27,10 @@ inline std::vector<Cfg> configs(int threads) {
   p = gz::Params(); p.codec = gz::QSGD; p.levels = 2; p.bucket = 512; add("qsgd-s2", p);  // 3-bit codes
   p.levels = 8; add("qsgd-s8", p);  // 5-bit codes
   p.levels = 1000; add("qsgd-s1000", p);  // 11-bit codes
+  p.levels = 8; p.coding = gz::CODING_GAMMA; add("qsgd-gamma-s8", p);  // gamma/sparse past the 16-entry tables
+  p.coding = gz::CODING_SPARSE; add("qsgd-sparse-s8", p);
+  p.levels = 127; p.coding = gz::CODING_GAMMA; add("qsgd-gamma-s127", p);
+  p.coding = gz::CODING_SPARSE; add("qsgd-sparse-s127", p);
   p = gz::Params(); p.codec = gz::TERNGRAD; add("terngrad", p);
   p = gz::Params(); p.codec = gz::ONEBIT; add("onebit", p);
   p = gz::Params(); p.codec = gz::TOPK; p.ratio = 0.01; add("topk-1%", p);

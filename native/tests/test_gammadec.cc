@@ -1,4 +1,4 @@
-// Parity checks of the fast qsgd gamma/sparse decoders (s <= 7; native/codecs/gamma.cc): the SIMD decode, the
+// Parity checks of the fast qsgd gamma/sparse decoders (s <= 127; native/codecs/gamma.cc): the SIMD decode, the
 // non-temporal decode (n >= 2^20, every output alignment), the one-pass decode-add (symbol scratch of the whole
 // packet) against the scalar path (decode_chunk), bit for bit; corrupt chunks anywhere (first, middle, last) give
 // CORRUPT from both paths and leave acc untouched. Self-contained (own main); run under ASan+UBSan by run.sh.
@@ -169,11 +169,13 @@ static void boundary_checks(const Bytes& pk, uint64_t n, const char* what) {
 
 int main() {
   std::mt19937_64 rng(20240601);
-  // small and medium sizes, every s of the fast path, bucket sizes with b % 16 != 0, chunk tails
+  // small and medium sizes, every s of the table stage 2 (s <= 7) and some of the computed one (8..127, and 128:
+  // the generic decoder on both sides), bucket sizes with b % 16 != 0, chunk tails
   const uint64_t sizes[] = {1, 15, 17, 100, 2047, 2048, 2049, 4096 * 4 + 13, 70001};
   const uint32_t buckets[] = {1, 7, 16, 100, 512, 2048, 5000};
+  const uint32_t levels[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 31, 64, 127, 128};
   for (int coding : {1, 2})
-    for (uint32_t s = 1; s <= 8; ++s)
+    for (uint32_t s : levels)
       for (uint32_t b : buckets)
         for (uint64_t n : sizes) {
           if ((rng() % 3) != 0 && !(b == 512 || b == 7)) continue;
@@ -199,7 +201,7 @@ int main() {
   // bucket), zero buckets, every decode path including decode-add
   for (uint32_t b : {300u, 2048u, 5000u})
     for (int kind : {2, 4})
-      for (uint32_t s : {1u, 4u, 7u})
+      for (uint32_t s : {1u, 4u, 7u, 8u, 127u})
         for (uint64_t n : {uint64_t(3) * b + 11, uint64_t(70001)}) {
           const std::vector<float> x = data(n, kind, rng);
           Params p;
@@ -250,7 +252,7 @@ int main() {
   }
   // large: non-temporal stores (n >= 2^20), both phases of 16 mod 32, the add scratch
   for (int coding : {1, 2})
-    for (uint32_t s : {1u, 4u, 7u}) {
+    for (uint32_t s : {1u, 4u, 7u, 8u, 127u}) {
       const uint64_t n = (uint64_t(1) << 20) + 37;
       const std::vector<float> x = data(n, s == 7 ? 1 : 0, rng);
       Params p;
