@@ -216,8 +216,8 @@ GZ_AVX2 inline __m256i codes32(const __m256i* z, const __m256* xv) {
   return _mm256_sub_epi8(_mm256_add_epi8(zb, zb), neg);
 }
 
-// Quantizes and packs one bucket (m elements, global start g0) into dst (code bytes). W: 2 to 6 and 8 vector packing;
-// 0: generic (scalar packing). ph: Philox schedule for `seed` (sched_init done by the caller, once per range).
+// Quantizes and packs one bucket (m elements, global start g0) into dst (code bytes). W: 2 to 16 vector packing;
+// 0: generic (scalar packing, W >= 17). ph: Philox schedule for `seed` (sched_init done by the caller, once per range).
 template <int W, bool PRE, bool CLAMP>
 GZ_AVX2 void quant_bucket_avx2(const QCfg& c, uint64_t seed, philox_detail::Sched& ph, const float* v, uint64_t m,
                                uint64_t g0, const QuantConsts& k, uint8_t* dst) {
@@ -248,7 +248,29 @@ GZ_AVX2 void quant_bucket_avx2(const QCfg& c, uint64_t seed, philox_detail::Sche
       } else {
         for (int q = 0; q < 4; ++q) z[q] = zeta8<true, PRE, CLAMP>(xv[q], u + i + 8 * q, k);
       }
-      if (W) {
+      if constexpr (W >= 9) {
+        // codes 2 zeta + sign need 9..16 bits: in 32-bit lanes (element order), c_even | c_odd << W per 64-bit lane
+        // (c_even is shifted out by the >> (32 - W)), then the low | high qwords of each 128-bit lane << 2W: 4W
+        // bits (codes 4h..4h+3) per half; the two halves' qwords join in the scalar unit (4W may end mid-byte)
+        alignas(16) uint8_t ob[4 * W + 16];
+        uint8_t* o = ob;
+        for (int q = 0; q < 4; ++q) {
+          const __m256i nz = _mm256_cmpgt_epi32(z[q], _mm256_setzero_si256());
+          const __m256i sg = _mm256_srli_epi32(_mm256_and_si256(_mm256_castps_si256(xv[q]), nz), 31);
+          const __m256i cd = _mm256_or_si256(_mm256_slli_epi32(z[q], 1), sg);
+          const __m256i pr = _mm256_or_si256(_mm256_and_si256(cd, _mm256_set1_epi64x(0xFFFF)), _mm256_srli_epi64(cd, 32 - W));
+          const __m256i qd = _mm256_or_si256(pr, _mm256_slli_epi64(_mm256_srli_si256(pr, 8), 2 * W));
+          const uint64_t lo = uint64_t(_mm_cvtsi128_si64(_mm256_castsi256_si128(qd)));
+          const uint64_t hi = uint64_t(_mm_cvtsi128_si64(_mm256_extracti128_si256(qd, 1)));
+          store_u64le(o, lo);
+          if constexpr (W == 16) store_u64le(o + 8, hi);
+          else store_u64le(o + (4 * W) / 8, (lo >> (8 * ((4 * W) / 8))) | (hi << ((4 * W) % 8)));
+          o += W;
+        }
+        if (cnt == 32) std::memcpy(d, ob, 4 * W);
+        else std::memcpy(d, ob, code_bytes(cnt, W));
+        d += 4 * W;
+      } else if (W) {
         const __m256i b = codes32(z, xv);
         uint8_t ob[32];
         if (W == 8) {
@@ -268,18 +290,24 @@ GZ_AVX2 void quant_bucket_avx2(const QCfg& c, uint64_t seed, philox_detail::Sche
           const __m128i g = _mm_or_si128(_mm256_castsi256_si128(m2), _mm_slli_epi32(_mm256_extracti128_si256(m2, 1), 12));
           _mm_storeu_si128(reinterpret_cast<__m128i*>(ob),
                            _mm_shuffle_epi8(g, _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1)));
-        } else if (W == 5 || W == 6) {
+        } else if (W == 5 || W == 6 || W == 7) {
           // the same in 64-bit lanes: c0 + 2^W c1, then + 2^(2W) (c2 + 2^W c3) (4W bits per dword), low | high << 4W
-          // = the 8W bits of elements 8q..8q+7 in qword q; bytes 0..W-1 of each qword, two qwords per 128-bit lane
-          const __m256i m = _mm256_maddubs_epi16(b, _mm256_set1_epi16(int16_t(1 | (1 << (8 + W)))));
+          // = the 8W bits of elements 8q..8q+7 in qword q; bytes 0..W-1 of each qword, two qwords per 128-bit lane.
+          // W = 7: maddubs would read the multiplier 128 as -128, so c0 | c1 << 7 = (w & 0xFF) | ((w >> 1) & 0x7F80)
+          // on the 16-bit words w = c0 + 256 c1
+          const __m256i m = W == 7 ? _mm256_or_si256(_mm256_and_si256(b, _mm256_set1_epi16(0x00FF)),
+                                                     _mm256_and_si256(_mm256_srli_epi16(b, 1), _mm256_set1_epi16(0x7F80)))
+                                   : _mm256_maddubs_epi16(b, _mm256_set1_epi16(int16_t(1 | (1 << ((8 + W) & 15)))));
           const __m256i m2 = _mm256_madd_epi16(m, _mm256_set1_epi32(int32_t(1 | (1 << (16 + 2 * W)))));
           const __m256i lo = _mm256_cvtepu32_epi64(_mm256_castsi256_si128(m2));
           const __m256i hi = _mm256_cvtepu32_epi64(_mm256_extracti128_si256(m2, 1));
           const __m256i g = _mm256_or_si256(lo, _mm256_slli_epi64(hi, 4 * W));
           const __m256i sel = W == 5 ? _mm256_setr_epi8(0, 1, 2, 3, 4, 8, 9, 10, 11, 12, -1, -1, -1, -1, -1, -1,
                                                         0, 1, 2, 3, 4, 8, 9, 10, 11, 12, -1, -1, -1, -1, -1, -1)
-                                     : _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, -1, -1, -1, -1,
-                                                        0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, -1, -1, -1, -1);
+                              : W == 6 ? _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, -1, -1, -1, -1,
+                                                        0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, -1, -1, -1, -1)
+                                       : _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, -1, -1,
+                                                        0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, -1, -1);
           const __m256i pk = _mm256_shuffle_epi8(g, sel);
           _mm_storeu_si128(reinterpret_cast<__m128i*>(ob), _mm256_castsi256_si128(pk));
           _mm_storeu_si128(reinterpret_cast<__m128i*>(ob + 2 * W), _mm256_extracti128_si256(pk, 1));
@@ -362,7 +390,16 @@ EncFn pick_enc(uint32_t W) {
     case 4: return enc_range_avx2<4>;
     case 5: return enc_range_avx2<5>;
     case 6: return enc_range_avx2<6>;
+    case 7: return enc_range_avx2<7>;
     case 8: return enc_range_avx2<8>;
+    case 9: return enc_range_avx2<9>;
+    case 10: return enc_range_avx2<10>;
+    case 11: return enc_range_avx2<11>;
+    case 12: return enc_range_avx2<12>;
+    case 13: return enc_range_avx2<13>;
+    case 14: return enc_range_avx2<14>;
+    case 15: return enc_range_avx2<15>;
+    case 16: return enc_range_avx2<16>;
     default: return enc_range_avx2<0>;
   }
 }

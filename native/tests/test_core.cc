@@ -337,8 +337,10 @@ TEST(fixed_codecs_scalar_equals_avx2_and_threads) {
   if (!have_avx2()) std::fprintf(stderr, "  (no AVX2: comparing threads only)\n");
   const uint32_t buckets[] = {1, 7, 31, 32, 33, 512, 4097};
   const uint64_t ns[] = {0, 1, 5, 100, 1003, 9000};
-  // code widths W = 2 .. 9 and wider; W = 2 to 6 and 8 have vector packers, the others the generic one
-  const uint32_t levels[] = {1, 2, 3, 4, 7, 8, 15, 16, 31, 63, 100, 127, 128, 255, 1000, 32767, 32768, 65535};
+  // code widths W = 2 .. 17: W = 2 to 16 have vector packers (every width listed here: 300 -> 10, 2047 -> 12,
+  // 4095 -> 13, 8191 -> 14, 16383 -> 15, 32767 -> 16), W = 17 (s >= 32768) the generic one
+  const uint32_t levels[] = {1,   2,    3,    4,    7,    8,     15,    16,    31,    32,   63,
+                             100, 127,  128,  255,  300,  1000,  2047,  4095,  8191,  16383, 32767, 32768, 65535};
   int combos = 0;
   for (int kind = 0; kind < kKinds; ++kind)
     for (uint32_t b : buckets)
