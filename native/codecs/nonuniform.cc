@@ -326,10 +326,12 @@ void fit_buckets(const Layout& lay, const float* x, uint8_t* payload, uint64_t j
   }
 }
 
-// ---- AVX2 decoder for L <= 15 (W <= 5): eight codes per W bytes, spread to one per byte by shifts, the level by
-// in-register permutes, value = M * q[ζ] then the sign flipped (the same float operations as the table of the
-// scalar path), add = out + alpha * v (multiply, then add). MODE 0: validate only; 1: store; 2: add.
-// Returns true when some ζ > L. ngroups full groups of 8 codes starting at cb; `avail` = readable bytes at cb.
+// ---- AVX2 decoder (W <= 8: every L <= 64): eight codes per W bytes, spread to one per byte by shifts, the level
+// q[ζ] by in-register permutes (L <= 15) or a gather from qp (L >= 16; qp holds q[0..L] and zeros up to 128
+// entries, so every ζ < 2^(W-1) reads inside it), value = M * q[ζ] then the sign flipped (the same float operations
+// as the table of the scalar path), add = out + alpha * v (multiply, then add). MODE 0: validate only; 1: store;
+// 2: add. Returns true when some ζ > L. ngroups full groups of 8 codes starting at cb; `avail` = readable bytes at
+// cb.
 GZ_AVX2 inline uint64_t spread_bytes(uint64_t v, uint32_t W) {
   const uint64_t m4 = (uint64_t(1) << (4 * W)) - 1, m2 = (uint64_t(1) << (2 * W)) - 1, m1 = (uint64_t(1) << W) - 1;
   v = (v & m4) | (((v >> (4 * W)) & m4) << 32);
@@ -338,12 +340,11 @@ GZ_AVX2 inline uint64_t spread_bytes(uint64_t v, uint32_t W) {
   return (v & b1) | (((v >> W) & b1) << 8);
 }
 
-template <int MODE>
+constexpr int kQPad = 128;
+template <int MODE, bool GATHER>
 GZ_AVX2 bool decode_groups_avx2(const uint8_t* cb, uint64_t ngroups, uint64_t avail, uint32_t W, uint32_t L, float M,
-                                const float* q, float* out, float alpha) {
-  alignas(32) float qp[16];
-  for (int t = 0; t < 16; ++t) qp[t] = t <= int(L) ? q[t] : 0.f;
-  const __m256 q_lo = _mm256_load_ps(qp), q_hi = _mm256_load_ps(qp + 8), Mv = _mm256_set1_ps(M), av = _mm256_set1_ps(alpha);
+                                const float* qp, float* out, float alpha) {
+  const __m256 q_lo = _mm256_loadu_ps(qp), q_hi = _mm256_loadu_ps(qp + 8), Mv = _mm256_set1_ps(M), av = _mm256_set1_ps(alpha);
   const __m256i Lv = _mm256_set1_epi32(int(L)), seven = _mm256_set1_epi32(7), one = _mm256_set1_epi32(1);
   __m256i bad = _mm256_setzero_si256();
   for (uint64_t g = 0; g < ngroups; ++g) {
@@ -356,8 +357,13 @@ GZ_AVX2 bool decode_groups_avx2(const uint8_t* cb, uint64_t ngroups, uint64_t av
     const __m256i z = _mm256_srli_epi32(code, 1);
     bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(z, Lv));
     if (MODE == 0) continue;
-    const __m256 hi8 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(z, seven));
-    const __m256 qz = _mm256_blendv_ps(_mm256_permutevar8x32_ps(q_lo, z), _mm256_permutevar8x32_ps(q_hi, z), hi8);
+    __m256 qz;
+    if (GATHER) {
+      qz = _mm256_i32gather_ps(qp, z, 4);
+    } else {
+      const __m256 hi8 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(z, seven));
+      qz = _mm256_blendv_ps(_mm256_permutevar8x32_ps(q_lo, z), _mm256_permutevar8x32_ps(q_hi, z), hi8);
+    }
     const __m256i sbit = _mm256_slli_epi32(_mm256_and_si256(code, one), 31);
     const __m256 v = _mm256_xor_ps(_mm256_mul_ps(Mv, qz), _mm256_castsi256_ps(sbit));
     float* o = out + 8 * g;
@@ -460,6 +466,9 @@ void nonuniform_decode(const DecodeArgs& a) {
   const bool simd = !a.scalar && cpu_info().avx2;
   const uint64_t bpt = std::max<uint64_t>(1, kTaskElems / lay.b);
   const uint64_t ntasks = (lay.nb + bpt - 1) / bpt;
+  alignas(32) float qp[kQPad];  // q[0..L], then zeros (the vector decoder's level table)
+  for (int t = 0; t < kQPad; ++t) qp[t] = t <= int(L) ? q[t] : 0.f;
+  static_assert(kMaxNonuniformLevels < kQPad, "levels table");
 
   // Scales first: finite and >= 0 (nothing written yet).
   for (uint64_t j = 0; j < lay.nb; ++j) {
@@ -484,13 +493,18 @@ void nonuniform_decode(const DecodeArgs& a) {
     const uint64_t mask = (uint64_t(1) << W) - 1;
     float* out = a.out + i0;
     uint64_t e = 0;
-    if (simd && L <= 15 && M > 0.f) {  // whole groups of 8 (M = 0 buckets and the tail take the scalar path)
+    if (simd && W <= 8 && M > 0.f) {  // whole groups of 8 (M = 0 buckets and the tail take the scalar path)
       const uint64_t ng = m / 8;
       const uint64_t avail = lay.offset(lay.nb - 1) + 4 + code_bytes(lay.len(lay.nb - 1), W) - (lay.offset(j) + 4);
       bool b = false;
-      if (!store) b = decode_groups_avx2<0>(cb, ng, avail, W, L, M, q, out, a.alpha);
-      else if (a.add) b = decode_groups_avx2<2>(cb, ng, avail, W, L, M, q, out, a.alpha);
-      else b = decode_groups_avx2<1>(cb, ng, avail, W, L, M, q, out, a.alpha);
+      if (!store) b = decode_groups_avx2<0, false>(cb, ng, avail, W, L, M, qp, out, a.alpha);
+      else if (L <= 15) {
+        if (a.add) b = decode_groups_avx2<2, false>(cb, ng, avail, W, L, M, qp, out, a.alpha);
+        else b = decode_groups_avx2<1, false>(cb, ng, avail, W, L, M, qp, out, a.alpha);
+      } else {
+        if (a.add) b = decode_groups_avx2<2, true>(cb, ng, avail, W, L, M, qp, out, a.alpha);
+        else b = decode_groups_avx2<1, true>(cb, ng, avail, W, L, M, qp, out, a.alpha);
+      }
       if (b) throw Error(ErrCode::CORRUPT, "corrupt packet: nonuniform level index > L");
       e = ng * 8;
     }
