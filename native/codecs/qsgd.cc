@@ -506,10 +506,44 @@ GZ_AVX2 inline __m128i load_codes(const uint8_t* q, const uint8_t* pend, uint64_
   return _mm_load_si128(reinterpret_cast<const __m128i*>(t));
 }
 
+// Validation only (the pass before a decode-add when a code can hold a level above s), W <= 8: two groups of 8
+// codes per 256-bit register (one per half), unpacked to 16-bit lanes as in unpack8, and a running max; a code
+// above 2s + 1 is a level above s. (The decoder's own loop widens to 32-bit lanes: twice the work per code.)
+template <int W>
+GZ_AVX2 void validate_range_w8(const QCfg& c, const uint8_t* payload, uint64_t j0, uint64_t j1, const uint8_t* pend) {
+  static_assert(W <= 8, "16-bit lanes");
+  const Unpack8<W> up;
+  const __m256i sel = _mm256_broadcastsi128_si256(up.sel), mul = _mm256_broadcastsi128_si256(up.mul);
+  const __m256i lim = _mm256_set1_epi16(int16_t(2 * c.s + 1));
+  for (uint64_t j = j0; j < j1; ++j) {
+    const uint64_t m = std::min(c.b, c.n - j * c.b);
+    const uint8_t* q = payload + j * c.stride + 4;
+    __m256i mx = _mm256_setzero_si256();
+    uint64_t i = 0;
+    for (; i + 16 <= m; i += 16, q += 2 * W) {
+      const __m256i raw = _mm256_inserti128_si256(_mm256_castsi128_si256(load_codes<W>(q, pend, W)),
+                                                  load_codes<W>(q + W, pend, W), 1);
+      mx = _mm256_max_epu16(mx, _mm256_srli_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(raw, sel), mul), 16 - W));
+    }
+    for (; i < m; i += 8, q += W) {  // lanes past the bucket's end decode as 0 (zero padding, checked before)
+      const __m128i raw = i + 8 <= m ? load_codes<W>(q, pend, W) : load_codes<W>(q, q, code_bytes(m - i, W));
+      const __m128i t = _mm_srli_epi16(_mm_mullo_epi16(_mm_shuffle_epi8(raw, up.sel), up.mul), 16 - W);
+      mx = _mm256_max_epu16(mx, _mm256_zextsi128_si256(t));  // (upper half: max with 0, unchanged)
+    }
+    const __m256i over = _mm256_subs_epu16(mx, lim);
+    if (!_mm256_testz_si256(over, over)) throw_level(j);
+  }
+}
+
 // MODE 3 (streaming) stores 8 floats at a time at the bucket's phase (put16.h): PH 0 one 256-bit non-temporal
 // store, 4 two 128-bit ones, -1 plain stores; kPhaseRun reads the phase per bucket.
 template <int W, int MODE, int PH = kPhaseRun>
 GZ_AVX2 void dec_range_avx2(const QCfg& c, const uint8_t* payload, uint64_t j0, uint64_t j1, float* out, float alpha) {
+  if constexpr (MODE == 2 && W <= 8) {
+    validate_range_w8<W>(c, payload, j0, j1,
+                         payload + (c.n / c.b) * c.stride + (c.n % c.b ? 4 + code_bytes(c.n % c.b, W) : 0));
+    return;
+  }
   const __m256i sv = _mm256_set1_epi32(int(c.s));
   const __m256 av = _mm256_set1_ps(alpha);
   const __m256i one = _mm256_set1_epi32(1);

@@ -172,6 +172,47 @@ int main() {
           }
         }
     }
+  // level above s at other code widths (W = 3, 5, 6, 7, 8, 11; s + 1 not a power of two, so a code can hold it):
+  // the validation pass before a decode-add (16-bit lanes, two groups per register for W <= 8) and the decoders
+  // find it wherever it is: first code, the upper group of a 16-code pair, the last full pair, a bucket's last code
+  // (a partial group in the last bucket)
+  for (uint32_t s : {2u, 8u, 16u, 40u, 100u, 1000u}) {
+    const uint32_t W = 1 + (32 - __builtin_clz(s));
+    const uint64_t stride = 4 + (512 * uint64_t(W) + 7) / 8;
+    for (uint64_t n : {uint64_t(40), uint64_t(5000), (uint64_t(1) << 21) + 3})
+      for (int where = 0; where < 5; ++where) {
+        if (n > 5000 && where != 4) continue;  // (ASan time)
+        Pkt k = make(QSGD, s, 512, n, ++seed);
+        const uint64_t B = (n + 511) / 512, j = where == 4 ? B - 1 : (B - 1) / 2;
+        const uint64_t m = std::min<uint64_t>(512, n - j * 512);
+        const uint64_t pos[5] = {0, 9, 16 * ((m - 8) / 16) + 3, 16 * (m / 16) - 1, m - 1};
+        const uint64_t i = std::min<uint64_t>(pos[where], m - 1);
+        const uint32_t bad = 2 * s + 2 + uint32_t(seed & 1);
+        uint8_t* codes = k.pay.data() + j * stride + 4;
+        for (uint32_t t = 0; t < W; ++t) {
+          const uint64_t bit = i * W + t;
+          codes[bit / 8] = uint8_t((codes[bit / 8] & ~(1u << (bit % 8))) | (((bad >> t) & 1u) << (bit % 8)));
+        }
+        for (int scalar = 0; scalar < 2; ++scalar)
+          for (int add = 0; add < 2; ++add) {
+            std::vector<float> acc(n, 0.5f);
+            bool threw = false;
+            try {
+              run(k, acc.data(), add, 2, scalar);
+            } catch (const Error& e) {
+              threw = e.code == ErrCode::CORRUPT;
+            }
+            CHECK_MSG(threw, "level above s accepted: s %u n %llu code %llu scalar %d add %d", s,
+                      (unsigned long long)n, (unsigned long long)(j * 512 + i), scalar, add);
+            if (add) {
+              bool same = true;
+              for (float v : acc) same = same && v == 0.5f;
+              CHECK_MSG(same, "decode-add wrote acc before rejecting: s %u n %llu scalar %d", s, (unsigned long long)n,
+                        scalar);
+            }
+          }
+      }
+  }
   std::printf("test_fixdec: %d checks, %d failed\n", g_checks, g_fail);
   return g_fail ? 1 : 0;
 }
