@@ -341,10 +341,12 @@ GZ_AVX2 inline uint64_t spread_bytes(uint64_t v, uint32_t W) {
 }
 
 constexpr int kQPad = 128;
-template <int MODE, bool GATHER>
+// GATHER: 0 = two in-register tables (L <= 15), 1 = four (L <= 31), 2 = a gather from qp (L <= 64).
+template <int MODE, int GATHER>
 GZ_AVX2 bool decode_groups_avx2(const uint8_t* cb, uint64_t ngroups, uint64_t avail, uint32_t W, uint32_t L, float M,
                                 const float* qp, float* out, float alpha) {
   const __m256 q_lo = _mm256_loadu_ps(qp), q_hi = _mm256_loadu_ps(qp + 8), Mv = _mm256_set1_ps(M), av = _mm256_set1_ps(alpha);
+  const __m256 q_2 = _mm256_loadu_ps(qp + 16), q_3 = _mm256_loadu_ps(qp + 24);
   const __m256i Lv = _mm256_set1_epi32(int(L)), seven = _mm256_set1_epi32(7), one = _mm256_set1_epi32(1);
   __m256i bad = _mm256_setzero_si256();
   for (uint64_t g = 0; g < ngroups; ++g) {
@@ -358,8 +360,13 @@ GZ_AVX2 bool decode_groups_avx2(const uint8_t* cb, uint64_t ngroups, uint64_t av
     bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(z, Lv));
     if (MODE == 0) continue;
     __m256 qz;
-    if (GATHER) {
+    if (GATHER == 2) {
       qz = _mm256_i32gather_ps(qp, z, 4);
+    } else if (GATHER == 1) {  // bit 3 of z picks within a pair of tables, bit 4 the pair (blendv reads the sign)
+      const __m256 b3 = _mm256_castsi256_ps(_mm256_slli_epi32(z, 28)), b4 = _mm256_castsi256_ps(_mm256_slli_epi32(z, 27));
+      const __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(q_lo, z), _mm256_permutevar8x32_ps(q_hi, z), b3);
+      const __m256 hi = _mm256_blendv_ps(_mm256_permutevar8x32_ps(q_2, z), _mm256_permutevar8x32_ps(q_3, z), b3);
+      qz = _mm256_blendv_ps(lo, hi, b4);
     } else {
       const __m256 hi8 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(z, seven));
       qz = _mm256_blendv_ps(_mm256_permutevar8x32_ps(q_lo, z), _mm256_permutevar8x32_ps(q_hi, z), hi8);
@@ -497,13 +504,16 @@ void nonuniform_decode(const DecodeArgs& a) {
       const uint64_t ng = m / 8;
       const uint64_t avail = lay.offset(lay.nb - 1) + 4 + code_bytes(lay.len(lay.nb - 1), W) - (lay.offset(j) + 4);
       bool b = false;
-      if (!store) b = decode_groups_avx2<0, false>(cb, ng, avail, W, L, M, qp, out, a.alpha);
+      if (!store) b = decode_groups_avx2<0, 0>(cb, ng, avail, W, L, M, qp, out, a.alpha);
       else if (L <= 15) {
-        if (a.add) b = decode_groups_avx2<2, false>(cb, ng, avail, W, L, M, qp, out, a.alpha);
-        else b = decode_groups_avx2<1, false>(cb, ng, avail, W, L, M, qp, out, a.alpha);
+        if (a.add) b = decode_groups_avx2<2, 0>(cb, ng, avail, W, L, M, qp, out, a.alpha);
+        else b = decode_groups_avx2<1, 0>(cb, ng, avail, W, L, M, qp, out, a.alpha);
+      } else if (L <= 31) {
+        if (a.add) b = decode_groups_avx2<2, 1>(cb, ng, avail, W, L, M, qp, out, a.alpha);
+        else b = decode_groups_avx2<1, 1>(cb, ng, avail, W, L, M, qp, out, a.alpha);
       } else {
-        if (a.add) b = decode_groups_avx2<2, true>(cb, ng, avail, W, L, M, qp, out, a.alpha);
-        else b = decode_groups_avx2<1, true>(cb, ng, avail, W, L, M, qp, out, a.alpha);
+        if (a.add) b = decode_groups_avx2<2, 2>(cb, ng, avail, W, L, M, qp, out, a.alpha);
+        else b = decode_groups_avx2<1, 2>(cb, ng, avail, W, L, M, qp, out, a.alpha);
       }
       if (b) throw Error(ErrCode::CORRUPT, "corrupt packet: nonuniform level index > L");
       e = ng * 8;
