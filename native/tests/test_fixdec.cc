@@ -121,6 +121,29 @@ void compare(Pkt& k, int off, int threads, const char* what) {
 
 }  // namespace
 
+// A packet with a level above s (code `code`): CORRUPT from every path (SIMD and scalar, decode and decode-add),
+// and decode-add leaves acc untouched.
+static void expect_level_rejected(Pkt& k, uint64_t n, uint32_t s, uint64_t code) {
+  for (int scalar = 0; scalar < 2; ++scalar)
+    for (int add = 0; add < 2; ++add) {
+      std::vector<float> acc(n, 0.5f);
+      bool threw = false;
+      try {
+        run(k, acc.data(), add, 2, scalar);
+      } catch (const Error& e) {
+        threw = e.code == ErrCode::CORRUPT;
+      }
+      CHECK_MSG(threw, "level above s accepted: s %u n %llu code %llu scalar %d add %d", s, (unsigned long long)n,
+                (unsigned long long)code, scalar, add);
+      if (add) {
+        bool same = true;
+        for (float v : acc) same = same && v == 0.5f;
+        CHECK_MSG(same, "decode-add wrote acc before rejecting: s %u n %llu scalar %d", s, (unsigned long long)n,
+                  scalar);
+      }
+    }
+}
+
 int main() {
   uint64_t seed = 1;
   const uint32_t bs[] = {32, 33, 35, 48, 64, 99, 100, 512, 1000};
@@ -155,22 +178,7 @@ int main() {
       uint8_t& by = k.pay[j * stride + 4 + i / 2];
       const uint8_t bad = uint8_t(2 * s + 2 + (seed & 1));
       by = (i & 1) ? uint8_t((by & 0x0F) | (bad << 4)) : uint8_t((by & 0xF0) | bad);
-      for (int scalar = 0; scalar < 2; ++scalar)
-        for (int add = 0; add < 2; ++add) {
-          std::vector<float> acc(n, 0.5f);
-          bool threw = false;
-          try {
-            run(k, acc.data(), add, 2, scalar);
-          } catch (const Error& e) {
-            threw = e.code == ErrCode::CORRUPT;
-          }
-          CHECK_MSG(threw, "level above s accepted: s %u n %llu scalar %d add %d", s, (unsigned long long)n, scalar, add);
-          if (add) {
-            bool same = true;
-            for (float v : acc) same = same && v == 0.5f;
-            CHECK_MSG(same, "decode-add wrote acc before rejecting: s %u n %llu scalar %d", s, (unsigned long long)n, scalar);
-          }
-        }
+      expect_level_rejected(k, n, s, j * 512 + i);
     }
   // level above s at other code widths (W = 3, 5, 6, 7, 8, 11; s + 1 not a power of two, so a code can hold it):
   // the validation pass before a decode-add (16-bit lanes, two groups per register for W <= 8) and the decoders
@@ -193,24 +201,7 @@ int main() {
           const uint64_t bit = i * W + t;
           codes[bit / 8] = uint8_t((codes[bit / 8] & ~(1u << (bit % 8))) | (((bad >> t) & 1u) << (bit % 8)));
         }
-        for (int scalar = 0; scalar < 2; ++scalar)
-          for (int add = 0; add < 2; ++add) {
-            std::vector<float> acc(n, 0.5f);
-            bool threw = false;
-            try {
-              run(k, acc.data(), add, 2, scalar);
-            } catch (const Error& e) {
-              threw = e.code == ErrCode::CORRUPT;
-            }
-            CHECK_MSG(threw, "level above s accepted: s %u n %llu code %llu scalar %d add %d", s,
-                      (unsigned long long)n, (unsigned long long)(j * 512 + i), scalar, add);
-            if (add) {
-              bool same = true;
-              for (float v : acc) same = same && v == 0.5f;
-              CHECK_MSG(same, "decode-add wrote acc before rejecting: s %u n %llu scalar %d", s, (unsigned long long)n,
-                        scalar);
-            }
-          }
+        expect_level_rejected(k, n, s, j * 512 + i);
       }
   }
   std::printf("test_fixdec: %d checks, %d failed\n", g_checks, g_fail);
