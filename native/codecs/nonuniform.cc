@@ -327,11 +327,11 @@ void fit_buckets(const Layout& lay, const float* x, uint8_t* payload, uint64_t j
 }
 
 // ---- AVX2 decoder (W <= 8: every L <= 64): eight codes per W bytes, spread to one per byte by shifts, the level
-// q[ζ] by in-register permutes (L <= 15) or a gather from qp (L >= 16; qp holds q[0..L] and zeros up to 128
-// entries, so every ζ < 2^(W-1) reads inside it), value = M * q[ζ] then the sign flipped (the same float operations
-// as the table of the scalar path), add = out + alpha * v (multiply, then add). MODE 0: validate only; 1: store;
-// 2: add. Returns true when some ζ > L. ngroups full groups of 8 codes starting at cb; `avail` = readable bytes at
-// cb.
+// q[ζ] by in-register permutes of two (L <= 15) or four (L <= 31) 8-entry tables, or a gather from qp (L >= 32;
+// qp holds q[0..L] and zeros up to 128 entries, so every ζ < 2^(W-1) reads inside it), value = M * q[ζ] then the
+// sign flipped (the same float operations as the table of the scalar path), add = out + alpha * v (multiply, then
+// add). MODE 0: validate only; 1: store; 2: add. Returns true when some ζ > L. ngroups full groups of 8 codes
+// starting at cb; `avail` = readable bytes at cb.
 GZ_AVX2 inline uint64_t spread_bytes(uint64_t v, uint32_t W) {
   const uint64_t m4 = (uint64_t(1) << (4 * W)) - 1, m2 = (uint64_t(1) << (2 * W)) - 1, m1 = (uint64_t(1) << W) - 1;
   v = (v & m4) | (((v >> (4 * W)) & m4) << 32);
