@@ -39,8 +39,8 @@ inline std::vector<Cfg> configs(int threads) {
   p = gz::Params(); p.codec = gz::TOPK; p.ratio = 0.01; add("topk-1%", p);
   p = gz::Params(); p.codec = gz::RANDOMK; p.ratio = 0.01; add("randomk-1%", p);
   p = gz::Params(); p.codec = gz::NONUNIFORM; p.levels = 8; add("nonuniform", p);
-  p.levels = 16; add("nonuniform-16", p);  // 6-bit codes (past the decoder's in-register level tables)
-  p.levels = 64; add("nonuniform-64", p);  // 8-bit codes
+  p.levels = 16; add("nonuniform-16", p);  // 6-bit codes (the four-table decoder)
+  p.levels = 64; add("nonuniform-64", p);  // 8-bit codes (the gather decoder)
   return cfgs;
 }
 

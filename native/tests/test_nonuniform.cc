@@ -472,17 +472,21 @@ static void test_corrupt() {
     std::memcpy(&e.payload[base + bit / 8], &w, 4);
     expect_corrupt(e, h0, "level index > L inside a group");
   }
-  {  // L = 16 (W = 6, the gather decoder): zeta = 31 as code 7 of group 3 in bucket 2
-    const Params p16 = nu_params(16, 100);
-    const Enc g16 = encode_nu(p16, x, 8, 2, false);
-    const Header h16 = header_for(p16, x.size(), g16);
-    Enc e = g16;
-    const uint64_t bit = 3 * 48 + 7 * 6, base = (4 + (100 * 6 + 7) / 8) * 2 + 4;
+  // L = 16 (W = 6, the four-table decoder) and L = 40 (W = 7, the gather): zeta = 2^(W-1) - 1 > L as code 7 of
+  // group 3 in bucket 2
+  for (uint32_t L : {16u, 40u}) {
+    const Params pL = nu_params(L, 100);
+    const uint32_t W = L == 16 ? 6 : 7;
+    const Enc gL = encode_nu(pL, x, 8, 2, false);
+    const Header hL = header_for(pL, x.size(), gL);
+    Enc e = gL;
+    const uint64_t bit = 3 * 8 * W + 7 * W, base = (4 + (100 * W + 7) / 8) * 2 + 4;
+    const uint64_t mask = (uint64_t(1) << W) - 1, code = (mask >> 1) << 1;
     uint64_t w = 0;
     std::memcpy(&w, &e.payload[base + bit / 8], 4);
-    w = (w & ~(uint64_t(63) << (bit % 8))) | (uint64_t(31 << 1) << (bit % 8));
+    w = (w & ~(mask << (bit % 8))) | (code << (bit % 8));
     std::memcpy(&e.payload[base + bit / 8], &w, 4);
-    expect_corrupt(e, h16, "L = 16: level index > L inside a group");
+    expect_corrupt(e, hL, L == 16 ? "L = 16: level index > L inside a group" : "L = 40: level index > L inside a group");
   }
   {
     Enc e = good; e.payload.back() |= 0x80;  // a padding bit of the last bucket
