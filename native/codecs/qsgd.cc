@@ -539,19 +539,18 @@ GZ_AVX2 void validate_range_w8(const QCfg& c, const uint8_t* payload, uint64_t j
 // store, 4 two 128-bit ones, -1 plain stores; kPhaseRun reads the phase per bucket.
 template <int W, int MODE, int PH = kPhaseRun>
 GZ_AVX2 void dec_range_avx2(const QCfg& c, const uint8_t* payload, uint64_t j0, uint64_t j1, float* out, float alpha) {
+  // 8 codes are W bytes, read by load_codes. (A W-byte memcpy into a zeroed word went through the stack: the 4-byte
+  // load that followed spanned three small stores, which cannot be forwarded, and stalled every group: 2.2 ns per
+  // element for s = 2.)
+  const uint8_t* const pend = payload + (c.n / c.b) * c.stride + (c.n % c.b ? 4 + code_bytes(c.n % c.b, W) : 0);
   if constexpr (MODE == 2 && W <= 8) {
-    validate_range_w8<W>(c, payload, j0, j1,
-                         payload + (c.n / c.b) * c.stride + (c.n % c.b ? 4 + code_bytes(c.n % c.b, W) : 0));
+    validate_range_w8<W>(c, payload, j0, j1, pend);
     return;
   }
   const __m256i sv = _mm256_set1_epi32(int(c.s));
   const __m256 av = _mm256_set1_ps(alpha);
   const __m256i one = _mm256_set1_epi32(1);
   const Unpack8<W> up;
-  // 8 codes are W bytes, read by load_codes. (A W-byte memcpy into a zeroed word went through the stack: the 4-byte
-  // load that followed spanned three small stores, which cannot be forwarded, and stalled every group: 2.2 ns per
-  // element for s = 2.)
-  const uint8_t* const pend = payload + (c.n / c.b) * c.stride + (c.n % c.b ? 4 + code_bytes(c.n % c.b, W) : 0);
   for (uint64_t j = j0; j < j1; ++j) {
     const uint8_t* p = payload + j * c.stride;
     const uint64_t start = j * c.b, m = std::min(c.b, c.n - start);
