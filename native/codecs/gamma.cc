@@ -1389,6 +1389,110 @@ void sparse_streams(Stream* st, int ns, const SpTab& T, uint32_t s, int maxN_z) 
   }
 }
 
+// ---- gamma stage 1 for 128 <= s <= 65535 ("wide": symbols k = 2*zeta + sign need 9 to 17 bits, kept as uint32)
+// Codes of zeta + 1 up to 65536 take up to 33 bits, too long for the 12-bit peek tables, so each step decodes one
+// symbol from a 57-bit peek by tzcnt (N leading zeros, value, then the sign bit when zeta > 0: at most 2N + 2 <= 34
+// bits). Four chunks run in lockstep like the byte path; the steps take no branches: a zero count above maxN (a
+// code too long, or no 1 bit in the peek) or a level above s sets a flag (N clamped to maxN so the shifts stay
+// defined), checked after each batch, and the batch is bounded so that every 8-byte load stays inside the chunk.
+// Stage 2 maps the symbols with floats16_cvt<uint32_t>, the same float operations as qsgd_value.
+struct WStream {
+  const uint8_t* base;
+  uint64_t nbytes;
+  uint64_t bp;         // bit pointer: address * 8 + bit
+  uint64_t blim;       // a step may load 8 bytes at bp when bp <= blim (fast only)
+  uint64_t bend_bits;  // bit pointer of the chunk's end
+  bool fast;           // nbytes >= 8
+  uint32_t* kp;
+  uint32_t* kend;
+};
+
+void wstream_init(WStream& st, const uint8_t* p, uint64_t len, uint32_t* k0, uint64_t M) {
+  st.base = p;
+  st.nbytes = len;
+  st.bp = uint64_t(uintptr_t(p)) * 8;
+  st.fast = len >= 8;
+  st.blim = st.fast ? uint64_t(uintptr_t(p + len - 8)) * 8 + 7 : 0;
+  st.bend_bits = uint64_t(uintptr_t(p + len)) * 8;
+  st.kp = k0;
+  st.kend = k0 + M;
+}
+
+inline uint64_t wide_room(const WStream& st, uint64_t maxbits) {
+  if (!st.fast || st.bp > st.blim || st.kp == st.kend) return 0;
+  const uint64_t bits = st.blim - st.bp;
+  const uint64_t k = bits >= kBatch * maxbits ? kBatch : bits / maxbits + 1;  // no division far from the end
+  return std::min<uint64_t>(k, uint64_t(st.kend - st.kp));
+}
+
+// The rest of a stream, every code checked by the scalar reader (and the padding after it).
+void wide_finish(WStream& st, uint32_t s, int maxN) {
+  BitReader br(st.base, st.nbytes);
+  br.pos = st.bp - uint64_t(uintptr_t(st.base)) * 8;
+  for (; st.kp < st.kend; ++st.kp) {
+    const uint64_t z = br.get_gamma(maxN) - 1;
+    if (z > s) corrupt("level above s");
+    const uint32_t sg = z ? br.get_bit() : 0u;
+    *st.kp = uint32_t(2 * z + sg);
+  }
+  br.finish();
+  st.bp = uint64_t(uintptr_t(st.base)) * 8 + br.pos;
+}
+
+template <int NS>
+GZ_AVX2 void wide_lockstep(WStream** sp, uint32_t s, int maxN, uint64_t maxbits) {
+  uint64_t bp[NS];
+  uint32_t* kp[NS];
+  for (int i = 0; i < NS; ++i) { bp[i] = sp[i]->bp; kp[i] = sp[i]->kp; }
+  for (;;) {
+    uint64_t K = kBatch;
+    for (int i = 0; i < NS; ++i) K = std::min(K, wide_room(*sp[i], maxbits));
+    if (K == 0) return;
+    // v = zeta + 1 from the code with N leading zeros; every shift count is taken mod 64 (shrx/shlx) and bzhi
+    // is defined for any count, so a corrupt peek gives some v, never undefined behaviour. v >= 2^N, so the one
+    // check v <= s + 1 (the largest v of the batch) also rejects N > maxN (2^(maxN + 1) > s + 1) and a peek
+    // with no 1 bit (N = 63 after the or).
+    uint64_t vmax = 0;
+    for (uint64_t t = 0; t < K; ++t) {
+#pragma GCC unroll 4
+      for (int i = 0; i < NS; ++i) {
+        const uint64_t w = peek_abs(bp[i]);
+        const uint64_t N = uint64_t(unsigned(__builtin_ctzll(w | (uint64_t(1) << 63))));
+        const uint64_t v = _bzhi_u64(w >> ((N + 1) & 63), unsigned(N)) | (uint64_t(1) << (N & 63));
+        vmax = v > vmax ? v : vmax;
+        const uint64_t len = 2 * N + 1, nz = (N + 63) >> 6;  // zeta > 0 iff N > 0 (N <= 63)
+        *kp[i]++ = uint32_t(2 * v - 2 + ((w >> (len & 63)) & nz));
+        bp[i] += len + nz;
+      }
+    }
+    if (vmax > uint64_t(s) + 1) corrupt("Elias-gamma code too long or level above s");
+    for (int i = 0; i < NS; ++i) {
+      if (bp[i] > sp[i]->bend_bits) corrupt("bit stream read past the end of its chunk");
+      sp[i]->bp = bp[i];
+      sp[i]->kp = kp[i];
+    }
+  }
+}
+
+void wide_streams(WStream* st, int ns, uint32_t s, int maxN) {
+  const uint64_t maxbits = uint64_t(2 * maxN + 2);
+  WStream* act[4];
+  int na = 0;
+  for (int i = 0; i < ns; ++i) act[na++] = &st[i];
+  while (na > 0) {
+    if (na == 4) wide_lockstep<4>(act, s, maxN, maxbits);
+    else if (na == 3) wide_lockstep<3>(act, s, maxN, maxbits);
+    else if (na == 2) wide_lockstep<2>(act, s, maxN, maxbits);
+    else wide_lockstep<1>(act, s, maxN, maxbits);
+    int j = 0;  // finish the streams without room (at least one)
+    for (int i = 0; i < na; ++i) {
+      if (wide_room(*act[i], maxbits) == 0) wide_finish(*act[i], s, maxN);
+      else act[j++] = act[i];
+    }
+    na = j;
+  }
+}
+
 // ---- stage 2
 
 // Per-thread scratch of a task: four chunk regions (symbols) and their bucket scales; sparse: four record lists.
@@ -1446,11 +1550,18 @@ GZ_AVX2 inline void floats16(const uint8_t* k, const __m128i P[4], __m128& f0, _
 }
 
 // Floats of 16 symbols (k <= 255): qsgd_value(w, k >> 1, k & 1), times alpha when ADD.
-template <bool ADD>
-GZ_AVX2 inline void floats16_cvt(const uint8_t* k, __m256 wv, __m256 av, __m128& f0, __m128& f1, __m128& f2,
+// KS: uint8_t (s <= 127) or uint32_t symbols (the wide gamma path, s >= 128).
+template <bool ADD, class KS>
+GZ_AVX2 inline void floats16_cvt(const KS* k, __m256 wv, __m256 av, __m128& f0, __m128& f1, __m128& f2,
                                  __m128& f3) {
-  const __m256i k0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(k)));
-  const __m256i k1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(k + 8)));
+  __m256i k0, k1;
+  if (sizeof(KS) == 1) {
+    k0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(k)));
+    k1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(k + 8)));
+  } else {
+    k0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k));
+    k1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k + 8));
+  }
   __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(k0, 1)), wv);
   __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(k1, 1)), wv);
   v0 = _mm256_xor_ps(v0, _mm256_castsi256_ps(_mm256_slli_epi32(k0, 31)));
@@ -1470,8 +1581,8 @@ enum class Out { PLAIN, NT, ADD };
 // Symbols of one chunk (M elements, buckets of b; bucket scales w) -> out[0, M). LUT: s <= kLutMaxS (k <= 15),
 // else k <= 255 (values computed).
 // NT: out is 16-byte aligned and b % 16 == 0.
-template <Out MODE, bool LUT>
-GZ_AVX2 void chunk_floats(const uint8_t* k, uint64_t M, uint64_t b, const float* w, float* out, float alpha) {
+template <Out MODE, bool LUT, class KS = uint8_t>
+GZ_AVX2 void chunk_floats(const KS* k, uint64_t M, uint64_t b, const float* w, float* out, float alpha) {
   alignas(16) float lut[16];
   __m128i P[4];
   __m128 carry = _mm_setzero_ps();
@@ -1494,8 +1605,8 @@ GZ_AVX2 void chunk_floats(const uint8_t* k, uint64_t M, uint64_t b, const float*
     const uint64_t e = i + m;
     for (; i + 16 <= e; i += 16) {
       __m128 f0, f1, f2, f3;
-      if (LUT) floats16(k + i, P, f0, f1, f2, f3);
-      else floats16_cvt<MODE == Out::ADD>(k + i, wv, av, f0, f1, f2, f3);
+      if constexpr (LUT) floats16(k + i, P, f0, f1, f2, f3);
+      else floats16_cvt<MODE == Out::ADD, KS>(k + i, wv, av, f0, f1, f2, f3);
       float* o = out + i;
       if (MODE == Out::ADD) {
         // the accumulator 4 KiB ahead, every line; the symbols 1 KiB ahead (Zen 1's hardware prefetcher alone
@@ -1610,6 +1721,53 @@ void fast_chunks(const Geom& g, const Header& h, const std::vector<uint64_t>& of
   if (MODE == Out::NT) _mm_sfence();
 }
 
+// Wide gamma stage 1 of chunks [c, c + ns) (ns <= 4): symbols of chunk c + i at k + i * kstride, bucket scales at
+// w + i * nbmax; validates everything.
+void wide_stage1(const Geom& g, const Header& h, const std::vector<uint64_t>& off, uint64_t c, int ns, uint32_t* k,
+                 uint64_t kstride, float* w, uint64_t nbmax) {
+  const float fs = float(g.s);
+  WStream st[4];
+  for (int i = 0; i < ns; ++i) {
+    const uint64_t cc = c + uint64_t(i);
+    const uint64_t lo = cc * g.E, hi = std::min(g.n, lo + g.E);
+    const uint64_t nb = (hi - lo + g.b - 1) / g.b;
+    const uint8_t* p = h.payload + off[cc];
+    const uint64_t len = off[cc + 1] - off[cc];
+    if (len < 4 * nb) corrupt("chunk shorter than its scales");
+    float* wi = w + uint64_t(i) * nbmax;
+    for (uint64_t bi = 0; bi < nb; ++bi) {
+      const uint32_t nbits = load_u32le(p + 4 * bi);
+      if (nbits >= 0x7F800000u) corrupt("negative or non-finite bucket scale");
+      wi[bi] = ref::u2f(nbits) / fs;
+    }
+    wstream_init(st[i], p + 4 * nb, len - 4 * nb, k + uint64_t(i) * kstride, hi - lo);
+  }
+  wide_streams(st, ns, g.s, floor_log2_u64(uint64_t(g.s) + 1));
+}
+
+// The wide gamma path (s >= 128) over chunks [c0, c1), four at a time: stage 1 (validation) and, when STORE,
+// stage 2. kdst (decode-add): stage 1 only, each chunk's symbols at kdst + chunk * E (the caller runs stage 2).
+template <Out MODE, bool STORE>
+void wide_chunks(const Geom& g, const Header& h, const std::vector<uint64_t>& off, uint64_t c0, uint64_t c1,
+                 float* out, float alpha, uint32_t* kdst = nullptr) {
+  static thread_local std::vector<uint32_t> ks;
+  static thread_local std::vector<float> ws;
+  const uint64_t nbmax = (g.E + g.b - 1) / g.b;
+  if (ks.size() < 4 * g.E) ks.resize(size_t(4 * g.E));
+  if (ws.size() < 4 * nbmax) ws.resize(size_t(4 * nbmax));
+  for (uint64_t c = c0; c < c1; c += 4) {
+    const int ns = int(std::min<uint64_t>(4, c1 - c));
+    wide_stage1(g, h, off, c, ns, kdst ? kdst + c * g.E : ks.data(), g.E, ws.data(), nbmax);
+    if (STORE)
+      for (int i = 0; i < ns; ++i) {
+        const uint64_t lo = (c + uint64_t(i)) * g.E, hi = std::min(g.n, lo + g.E);
+        chunk_floats<MODE, false, uint32_t>(ks.data() + uint64_t(i) * g.E, hi - lo, g.b,
+                                            ws.data() + uint64_t(i) * nbmax, out + lo, alpha);
+      }
+  }
+  if (MODE == Out::NT) _mm_sfence();
+}
+
 std::vector<uint64_t> chunk_offsets(const Header& h) {
   std::vector<uint64_t> off(size_t(h.chunk_count) + 1);
   off[0] = 0;
@@ -1691,6 +1849,7 @@ uint64_t qsgd_var_encode(EncodeArgs& a) {
 
 namespace {
 bool use_fast(const Geom& g) { return g.s <= kFastMaxS && g.E <= kFastMaxE; }
+bool use_wide(const Geom& g) { return !g.sparse && g.s > kFastMaxS && g.E <= kFastMaxE; }
 
 // The decode-add symbol scratch (n bytes) is lent from one cached buffer, the largest asked for so far (at most
 // kAddScratchMaxN + kSlack bytes, kept for the life of the process), to one call at a time; a call that finds it
@@ -1745,6 +1904,12 @@ void qsgd_var_validate(const Header& h, int threads) {
     });
     return;
   }
+  if (use_wide(g) && cpu_info().avx2 && cpu_info().bmi2) {
+    par_for(threads, (g.C + kGroup - 1) / kGroup, [&](uint64_t t) {
+      wide_chunks<Out::PLAIN, false>(g, h, off, t * kGroup, std::min(g.C, (t + 1) * kGroup), nullptr, 0.f);
+    });
+    return;
+  }
   par_for(threads, g.C, [&](uint64_t c) {
     decode_chunk<false, false>(g, ChunkView{h.payload + off[c], off[c + 1] - off[c]}, c, nullptr, 0.f);
   });
@@ -1792,6 +1957,39 @@ void qsgd_var_decode(const DecodeArgs& a) {
       if (a.add) fast_chunks<Out::ADD, true>(g, h, off, c0, c1, a.out, a.alpha);
       else if (nt) fast_chunks<Out::NT, true>(g, h, off, c0, c1, a.out, 0.f);
       else fast_chunks<Out::PLAIN, true>(g, h, off, c0, c1, a.out, 0.f);
+    });
+    return;
+  }
+  if (use_wide(g) && !a.scalar) {
+    // decode-add: stage 1 of every chunk into one scratch of 4n bytes (validates), then the adds; beyond
+    // kAddScratchMaxN bytes (or when the scratch cannot be had) a validation pass, then stage 1 + 2 per group
+    std::optional<AddScratch> lease;
+    if (a.add && 4 * g.n <= kAddScratchMaxN) lease.emplace(size_t(4 * g.n));
+    uint32_t* const ks = lease ? reinterpret_cast<uint32_t*>(lease->get()) : nullptr;
+    if (ks) {
+      par_for(a.threads, ntask, [&](uint64_t t) {
+        wide_chunks<Out::ADD, false>(g, h, off, t * kGroup, std::min(g.C, (t + 1) * kGroup), nullptr, 0.f, ks);
+      });
+      par_for(a.threads, ntask, [&](uint64_t t) {
+        std::vector<float> w(size_t((g.E + g.b - 1) / g.b));
+        const float fs = float(g.s);
+        const uint64_t c1 = std::min(g.C, (t + 1) * kGroup);
+        for (uint64_t c = t * kGroup; c < c1; ++c) {
+          const uint64_t lo = c * g.E, hi = std::min(g.n, lo + g.E);
+          const uint64_t nb = (hi - lo + g.b - 1) / g.b;
+          for (uint64_t bi = 0; bi < nb; ++bi) w[bi] = ref::u2f(load_u32le(h.payload + off[c] + 4 * bi)) / fs;
+          chunk_floats<Out::ADD, false, uint32_t>(ks + lo, hi - lo, g.b, w.data(), a.out + lo, a.alpha);
+        }
+      });
+      return;
+    }
+    if (a.add) qsgd_var_validate(h, a.threads);
+    const bool nt = !a.add && g.n >= kNtMinN && g.b % 16 == 0 && (uintptr_t(a.out) & 15) == 0;
+    par_for(a.threads, ntask, [&](uint64_t t) {
+      const uint64_t c0 = t * kGroup, c1 = std::min(g.C, (t + 1) * kGroup);
+      if (a.add) wide_chunks<Out::ADD, true>(g, h, off, c0, c1, a.out, a.alpha);
+      else if (nt) wide_chunks<Out::NT, true>(g, h, off, c0, c1, a.out, 0.f);
+      else wide_chunks<Out::PLAIN, true>(g, h, off, c0, c1, a.out, 0.f);
     });
     return;
   }

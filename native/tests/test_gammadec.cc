@@ -1,4 +1,5 @@
-// Parity checks of the fast qsgd gamma/sparse decoders (s <= 127; native/codecs/gamma.cc): the SIMD decode, the
+// Parity checks of the fast qsgd gamma/sparse decoders (s <= 127, and gamma's wide path for 128 <= s <= 65535;
+// native/codecs/gamma.cc): the SIMD decode, the
 // non-temporal decode (n >= 2^20, every output alignment), the one-pass decode-add (symbol scratch of the whole
 // packet) against the scalar path (decode_chunk), bit for bit; corrupt chunks anywhere (first, middle, last) give
 // CORRUPT from both paths and leave acc untouched. Self-contained (own main); run under ASan+UBSan by run.sh.
@@ -169,11 +170,12 @@ static void boundary_checks(const Bytes& pk, uint64_t n, const char* what) {
 
 int main() {
   std::mt19937_64 rng(20240601);
-  // small and medium sizes, every s of the table stage 2 (s <= 7) and some of the computed one (8..127, and 128:
-  // the generic decoder on both sides), bucket sizes with b % 16 != 0, chunk tails
+  // small and medium sizes, every s of the table stage 2 (s <= 7), some of the computed one (8..127), and s >= 128
+  // (gamma: the wide path, codes of up to 33 bits and 17-bit symbols; sparse: the generic decoder on both sides),
+  // bucket sizes with b % 16 != 0, chunk tails
   const uint64_t sizes[] = {1, 15, 17, 100, 2047, 2048, 2049, 4096 * 4 + 13, 70001};
   const uint32_t buckets[] = {1, 7, 16, 100, 512, 2048, 5000};
-  const uint32_t levels[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 31, 64, 127, 128};
+  const uint32_t levels[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 31, 64, 127, 128, 129, 255, 1000, 65535};
   for (int coding : {1, 2})
     for (uint32_t s : levels)
       for (uint32_t b : buckets)
@@ -250,9 +252,52 @@ int main() {
       }
     }
   }
-  // large: non-temporal stores (n >= 2^20), both phases of 16 mod 32, the add scratch
+  // gamma, wide path: a level above s. A packet made at s (L-infinity norm: every bucket's largest element has
+  // level s) is given a header that says s2 < s with the same code length bound (floor(log2(s2 + 1)) = that of s),
+  // so only the level check can reject it: the scalar path, the SIMD decode and decode-add (acc untouched) must.
+  // With s2 > s instead, the packet is valid and both paths decode it alike.
+  for (uint32_t s : {200u, 1000u, 60000u})
+    for (uint64_t n : {uint64_t(700), uint64_t(70001)})
+      for (int up = 0; up < 2; ++up) {
+        const std::vector<float> x = data(n, 3, rng);
+        Params p;
+        p.codec = QSGD;
+        p.levels = s;
+        p.bucket = 512;
+        p.coding = CODING_GAMMA;
+        p.norm = NORM_LINF;
+        p.seed_given = true;
+        p.seed = rng();
+        Bytes b = enc(p, x);
+        const Header h = parse(b.data(), b.size());
+        const uint32_t s2 = up ? s + 40 : s - 40;  // down: 160, 960, 59960 keep floor(log2(s + 1))
+        std::memcpy(b.data() + (h.params - b.data()), &s2, 4);
+        fix_crc(b);
+        char what[120];
+        std::snprintf(what, sizeof what, "wide level check s %u -> %u n %llu", s, s2, (unsigned long long)n);
+        if (up) {
+          parity(p, b, n, what);
+          continue;
+        }
+        Out r(n, 0, 3.f), v(n, 4, 3.f);
+        CHECK_MSG(err_of([&] { decode(b.data(), b.size(), r.p(), n, false, 1.f, 1, true); }) == ErrCode::CORRUPT,
+                  "%s: scalar", what);
+        for (int th : {1, 2}) {
+          CHECK_MSG(err_of([&] { decode(b.data(), b.size(), v.p(), n, false, 1.f, th, false); }) == ErrCode::CORRUPT,
+                    "%s: simd th %d", what, th);
+          Out a(n, 4, 0.5f);
+          CHECK_MSG(err_of([&] { decode(b.data(), b.size(), a.p(), n, true, 0.25f, th, false); }) == ErrCode::CORRUPT,
+                    "%s: decode-add th %d", what, th);
+          bool untouched = true;
+          for (float f : a.buf) untouched &= f == 0.5f;
+          CHECK_MSG(untouched, "%s: decode-add changed acc", what);
+        }
+      }
+  // large: non-temporal stores (n >= 2^20), both phases of 16 mod 32, the add scratch (gamma s = 255 and 65535:
+  // the wide path; sparse at those s: the generic decoder)
   for (int coding : {1, 2})
-    for (uint32_t s : {1u, 4u, 7u, 8u, 127u}) {
+    for (uint32_t s : {1u, 4u, 7u, 8u, 127u, 255u, 65535u}) {
+      if (coding == 2 && s > 127) continue;
       const uint64_t n = (uint64_t(1) << 20) + 37;
       const std::vector<float> x = data(n, s == 7 ? 1 : 0, rng);
       Params p;
