@@ -660,7 +660,15 @@ GZ_AVX2 void gamma_bucket_big(BitOut& w, EncScratch& S, uint64_t seed, const flo
   for (uint64_t off = 0; off < m; off += kPiece) {
     const uint64_t len = std::min(kPiece, m - off);
     piece_codes32<MODE>(S, seed, x + off, g + off, len, limit, k);
-    for (uint64_t i = 0; i < len; ++i) {
+    uint64_t i = 0;
+    if (tab)  // two codes per flush: each <= 26 bits for s <= 4096, plus at most 7 pending bits
+      for (; i + 2 <= len; i += 2) {
+        const uint32_t k0 = S.k32[i], k1 = S.k32[i + 1];
+        w.add(tab->code[k0], tab->len[k0]);
+        w.add(tab->code[k1], tab->len[k1]);
+        w.flush();
+      }
+    for (; i < len; ++i) {
       const uint32_t kk = S.k32[i];
       if (tab) w.put(tab->code[kk], tab->len[kk]);
       else { w.put_gamma((kk >> 1) + 1); if (kk >= 2) w.put(kk & 1, 1); }
@@ -736,9 +744,11 @@ GZ_AVX2 void sparse_bucket(BitOut& wr, EncScratch& S, uint64_t seed, const float
 }
 
 // sparse, general (s > 127 or buckets larger than a piece): codes of the whole bucket first (nnz precedes the runs).
+// vtab (s <= 4096): the value code and sign of k = 2*zeta + sign (zeta >= 1), at most 26 bits; a run code of at
+// most 29 bits (runs < 2^14) goes into the same flush.
 template <int MODE>
 GZ_AVX2 void sparse_bucket_big(BitOut& w, EncScratch& S, uint64_t seed, const float* x, uint64_t g, uint64_t m,
-                               uint64_t limit, const QK& k, std::vector<uint32_t>& big_codes) {
+                               uint64_t limit, const QK& k, std::vector<uint32_t>& big_codes, const CodeTab* vtab) {
   big_codes.resize(size_t(m));
   uint64_t nnz = 0;
   for (uint64_t off = 0; off < m; off += kPiece) {
@@ -752,8 +762,16 @@ GZ_AVX2 void sparse_bucket_big(BitOut& w, EncScratch& S, uint64_t seed, const fl
   for (uint64_t i = 0; i < m; ++i) {
     const uint32_t kk = big_codes[i];
     if (kk < 2) continue;
-    w.put_gamma(i - last + 1);
+    const uint64_t r1 = i - last + 1;
     last = i + 1;
+    const int N = floor_log2_u64(r1);
+    if (vtab && N < 14) {
+      w.add(gamma_code(r1, N), unsigned(2 * N + 1));
+      w.add(vtab->code[kk], vtab->len[kk]);
+      w.flush();
+      continue;
+    }
+    w.put_gamma(r1);
     w.put_gamma(kk >> 1);
     w.put(kk & 1, 1);
   }
@@ -767,6 +785,7 @@ struct EncTabs {
   const uint32_t* pair;  // s <= 15
   const uint32_t* srun;  // sparse, s <= 4
   const CodeTab* tab;  // gamma, s <= 4096 (s > 127 path)
+  const CodeTab* vtab;  // sparse, s <= 4096: value codes (general path)
   const uint32_t* one;  // gamma: entry per k (s <= 127)
   const uint32_t* val;  // sparse: value code per k (s <= 127)
 };
@@ -786,7 +805,7 @@ GZ_AVX2 void code_bucket(int kind, BitOut& w, EncScratch& S, const Geom& g, uint
     case C_GBIN: gamma_bucket_bin<MODE>(w, S, seed, v, b0, m, limit, k, *et.oct, et.one); break;
     case C_SSMALL: sparse_bucket<true, MODE>(w, S, seed, v, b0, m, limit, k, *et.sp, et.srun, et.val); break;
     case C_SBYTES: sparse_bucket<false, MODE>(w, S, seed, v, b0, m, limit, k, *et.sp, nullptr, et.val); break;
-    default: sparse_bucket_big<MODE>(w, S, seed, v, b0, m, limit, k, big_codes); break;
+    default: sparse_bucket_big<MODE>(w, S, seed, v, b0, m, limit, k, big_codes, et.vtab); break;
   }
 }
 
@@ -1807,6 +1826,17 @@ uint64_t qsgd_var_encode(EncodeArgs& a) {
   et.quad = et.pair = et.srun = nullptr;
   et.one = et.val = nullptr;
   et.tab = use_tab ? &tab : nullptr;
+  CodeTab vtab;  // sparse value codes gamma(zeta) + sign, k = 2*zeta + sign >= 2
+  if (g.sparse && g.s <= 4096 && !a.scalar) {
+    vtab.code.assign(2 * (size_t(g.s) + 1), 0);
+    vtab.len.assign(2 * (size_t(g.s) + 1), 0);
+    for (uint32_t kk = 2; kk < 2 * (g.s + 1); ++kk) {
+      const int N = floor_log2_u64(kk >> 1);
+      vtab.code[kk] = gamma_code(kk >> 1, N) | uint64_t(kk & 1) << (2 * N + 1);
+      vtab.len[kk] = uint8_t(2 * N + 2);
+    }
+  }
+  et.vtab = g.sparse && g.s <= 4096 && !a.scalar ? &vtab : nullptr;
   if (!a.scalar) {
     if (!g.sparse) {
       et.oct = &oct_tab();

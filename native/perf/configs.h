@@ -1,6 +1,6 @@
 // The codec configurations the C++ perf drivers time (perf.cc, ab_api.cc): the ones of the benny suites at their
 // defaults (s = 4, bucket 512, top-k/random-k 1 %, nonuniform 8 levels), plus qsgd s = 2, 8, 63, 255 and 1000 (3-,
-// 5-, 7-, 9- and 11-bit codes), the gamma/sparse codings at s = 8 and 127 (and gamma at 255) and
+// 5-, 7-, 9- and 11-bit codes), the gamma/sparse codings at s = 8 and 127 (and both at 255) and
 // nonuniform L = 16 and 64, seeded so every run makes the same bytes.
 #pragma once
 #include <vector>
@@ -35,6 +35,7 @@ inline std::vector<Cfg> configs(int threads) {
   p.levels = 127; p.coding = gz::CODING_GAMMA; add("qsgd-gamma-s127", p);
   p.coding = gz::CODING_SPARSE; add("qsgd-sparse-s127", p);
   p.levels = 255; p.coding = gz::CODING_GAMMA; add("qsgd-gamma-s255", p);  // the wide gamma path (s >= 128)
+  p.coding = gz::CODING_SPARSE; add("qsgd-sparse-s255", p);  // the general sparse encoder
   p = gz::Params(); p.codec = gz::TERNGRAD; add("terngrad", p);
   p = gz::Params(); p.codec = gz::ONEBIT; add("onebit", p);
   p = gz::Params(); p.codec = gz::TOPK; p.ratio = 0.01; add("topk-1%", p);
