@@ -1073,6 +1073,7 @@ struct Stream {
   uint8_t* bend;        // end of the current bucket
   uint64_t left;        // triples left in the current bucket
   uint16_t* rq;         // next record (see "sparse stage 1")
+  uint64_t* rq64;       // wide sparse (s >= 128): next record r + 1 | k << 32
   uint64_t bi, nb, b;   // current bucket, bucket count, bucket size
   int maxN_r;
   bool done;
@@ -1260,6 +1261,7 @@ __attribute__((noinline)) BpKp sparse_miss(uint64_t w, uint64_t bp, uint8_t* kp,
 }
 
 // Moves a stream whose bucket is complete (left == 0) to the next bucket with triples (reading nnz), or to its end.
+template <bool WIDE = false>
 void sparse_next_bucket(Stream& st) {
   while (st.left == 0) {
     if (st.kp > st.bend) corrupt("zero run past the bucket end");
@@ -1281,7 +1283,10 @@ void sparse_next_bucket(Stream& st) {
     }
     if (nnz > m) corrupt("non-zero count larger than the bucket");
     uint8_t* const start = st.k0 + st.bi * st.b;
-    if (start != st.kp) st.rq = put_run(st.rq, uint64_t(start - st.kp), 0);  // the jump (kp <= bend <= start)
+    if (start != st.kp) {  // the jump (kp <= bend <= start)
+      if (WIDE) *st.rq64++ = uint64_t(start - st.kp);
+      else st.rq = put_run(st.rq, uint64_t(start - st.kp), 0);
+    }
     st.kp = start;
     st.bend = st.kp + m;
     st.left = nnz;
@@ -1289,13 +1294,14 @@ void sparse_next_bucket(Stream& st) {
   }
 }
 
+template <bool WIDE = false>
 void sparse_start(Stream& st, uint64_t b) {
   st.b = b;
   st.nb = (uint64_t(st.kend - st.k0) + b - 1) / b;
   st.bi = ~uint64_t(0);
   st.left = 0;
   st.bend = st.kp;
-  sparse_next_bucket(st);
+  sparse_next_bucket<WIDE>(st);
 }
 
 // The rest of a stream, every step checked.
@@ -1459,7 +1465,7 @@ void wide_finish(WStream& st, uint32_t s, int maxN) {
 }
 
 template <int NS>
-GZ_AVX2 void wide_lockstep(WStream** sp, uint32_t s, int maxN, uint64_t maxbits) {
+GZ_AVX2 void wide_lockstep(WStream** sp, uint32_t s, uint64_t maxbits) {
   uint64_t bp[NS];
   uint32_t* kp[NS];
   for (int i = 0; i < NS; ++i) { bp[i] = sp[i]->bp; kp[i] = sp[i]->kp; }
@@ -1499,14 +1505,113 @@ void wide_streams(WStream* st, int ns, uint32_t s, int maxN) {
   int na = 0;
   for (int i = 0; i < ns; ++i) act[na++] = &st[i];
   while (na > 0) {
-    if (na == 4) wide_lockstep<4>(act, s, maxN, maxbits);
-    else if (na == 3) wide_lockstep<3>(act, s, maxN, maxbits);
-    else if (na == 2) wide_lockstep<2>(act, s, maxN, maxbits);
-    else wide_lockstep<1>(act, s, maxN, maxbits);
+    if (na == 4) wide_lockstep<4>(act, s, maxbits);
+    else if (na == 3) wide_lockstep<3>(act, s, maxbits);
+    else if (na == 2) wide_lockstep<2>(act, s, maxbits);
+    else wide_lockstep<1>(act, s, maxbits);
     int j = 0;  // finish the streams without room (at least one)
     for (int i = 0; i < na; ++i) {
       if (wide_room(*act[i], maxbits) == 0) wide_finish(*act[i], s, maxN);
       else act[j++] = act[i];
+    }
+    na = j;
+  }
+}
+
+// ---- sparse stage 1 for 128 <= s <= 65535 ("wide"), when floor(log2 b) + floor(log2 s) <= 27 so that a whole
+// triple (run code, level code, sign: at most 2 * 27 + 3 bits) fits in one 57-bit peek. As the byte path (Stream,
+// buckets, batches bounded by each stream's triples left and its room before `bfast`), but each step decodes its
+// triple by tzcnt/bzhi like the wide gamma step, with no table, and appends a 64-bit record r + 1 | k << 32 (k up to
+// 2^17); the element pointer is kept as an integer. No branch per step: run values of 2^17 or more (no bucket has
+// that many elements) and levels above s set flags checked after the batch (a level code with N2 leading zeros is
+// >= 2^N2, so its check also rejects codes too long); the run past the bucket end is caught by the bucket-end check.
+inline void sparse_wide_finish(Stream& st, uint32_t s, int maxN_z) {
+  while (!st.done) {
+    BitReader br = reader_at(st);
+    const uint64_t r1 = br.get_gamma(st.maxN_r);
+    const uint64_t z = br.get_gamma(maxN_z);
+    if (z > s) corrupt("level above s");
+    const uint32_t sg = br.get_bit();
+    st.bp = uint64_t(uintptr_t(st.base)) * 8 + br.pos;
+    if (st.bp > st.bend_bits) corrupt("bit stream read past the end of its chunk");
+    if (st.kp >= st.bend || r1 > uint64_t(st.bend - st.kp)) corrupt("zero run past the bucket end");
+    st.kp += r1;
+    *st.rq64++ = r1 | uint64_t(2 * z + sg) << 32;
+    --st.left;
+    sparse_next_bucket<true>(st);
+  }
+}
+
+template <int NS>
+GZ_AVX2 void sparse_wide_lockstep(Stream** sp, uint32_t s, uint64_t maxbits) {
+  uint64_t bp[NS], kp[NS];
+  uint64_t* rq[NS];
+  for (int i = 0; i < NS; ++i) { bp[i] = sp[i]->bp; kp[i] = uint64_t(uintptr_t(sp[i]->kp)); rq[i] = sp[i]->rq64; }
+  for (;;) {
+    uint64_t K = kBatch;
+    for (int i = 0; i < NS; ++i) K = std::min(K, sparse_room(*sp[i], maxbits));
+    if (K == 0) return;
+    uint64_t rhi = 0, vmax = 0;
+    for (uint64_t t = 0; t < K; ++t) {
+#pragma GCC unroll 4
+      for (int i = 0; i < NS; ++i) {
+        const uint64_t w = peek_abs(bp[i]);
+        const uint64_t N1 = uint64_t(unsigned(__builtin_ctzll(w | (uint64_t(1) << 63))));
+        const uint64_t r1 = _bzhi_u64(w >> ((N1 + 1) & 63), unsigned(N1)) | (uint64_t(1) << (N1 & 63));
+        const uint64_t l1 = 2 * N1 + 1;
+        const uint64_t w2 = w >> (l1 & 63);
+        const uint64_t N2 = uint64_t(unsigned(__builtin_ctzll(w2 | (uint64_t(1) << 63))));
+        const uint64_t v = _bzhi_u64(w2 >> ((N2 + 1) & 63), unsigned(N2)) | (uint64_t(1) << (N2 & 63));
+        const uint64_t l2 = 2 * N2 + 1;
+        rhi |= r1 >> 17;
+        vmax = v > vmax ? v : vmax;
+        kp[i] += r1;
+        *rq[i]++ = r1 | (2 * v + ((w2 >> (l2 & 63)) & 1)) << 32;
+        bp[i] += l1 + l2 + 1;
+      }
+    }
+    if (rhi) corrupt("zero run past the bucket end");
+    if (vmax > s) corrupt("Elias-gamma code too long or level above s");
+    bool out = false;
+    for (int i = 0; i < NS; ++i) {
+      Stream& x = *sp[i];
+      if (bp[i] > x.bend_bits) corrupt("bit stream read past the end of its chunk");
+      if (kp[i] > uint64_t(uintptr_t(x.bend))) corrupt("zero run past the bucket end");
+      x.bp = bp[i];
+      x.kp = x.kp + (kp[i] - uint64_t(uintptr_t(x.kp)));
+      x.rq64 = rq[i];
+      x.left -= K;
+      if (x.left == 0) {
+        sparse_next_bucket<true>(x);
+        bp[i] = x.bp;
+        kp[i] = uint64_t(uintptr_t(x.kp));
+        rq[i] = x.rq64;
+        out |= x.done;
+      }
+    }
+    if (out) return;
+  }
+}
+
+void sparse_wide_streams(Stream* st, int ns, uint32_t s, int maxN_z) {
+  Stream* act[4];
+  int na = 0;
+  uint64_t maxbits = 0;
+  for (int i = 0; i < ns; ++i) {
+    act[na++] = &st[i];
+    maxbits = std::max<uint64_t>(maxbits, uint64_t(2 * floor_log2_u64(st[i].b) + 1 + 2 * maxN_z + 1 + 1));
+  }
+  while (na > 0) {
+    if (na == 4) sparse_wide_lockstep<4>(act, s, maxbits);
+    else if (na == 3) sparse_wide_lockstep<3>(act, s, maxbits);
+    else if (na == 2) sparse_wide_lockstep<2>(act, s, maxbits);
+    else sparse_wide_lockstep<1>(act, s, maxbits);
+    int j = 0;
+    for (int i = 0; i < na; ++i) {
+      Stream& x = *act[i];
+      if (!x.done && x.left == 0) sparse_next_bucket<true>(x);
+      if (!x.done && x.bp > x.bfast) sparse_wide_finish(x, s, maxN_z);
+      if (!x.done) act[j++] = act[i];
     }
     na = j;
   }
@@ -1740,12 +1845,14 @@ void fast_chunks(const Geom& g, const Header& h, const std::vector<uint64_t>& of
   if (MODE == Out::NT) _mm_sfence();
 }
 
-// Wide gamma stage 1 of chunks [c, c + ns) (ns <= 4): symbols of chunk c + i at k + i * kstride, bucket scales at
-// w + i * nbmax; validates everything.
+// Wide stage 1 (gamma or sparse) of chunks [c, c + ns) (ns <= 4): symbols of chunk c + i at k + i * kstride,
+// bucket scales at w + i * nbmax; sparse records at rec + i * (E + nbmax + 8). Validates everything.
 void wide_stage1(const Geom& g, const Header& h, const std::vector<uint64_t>& off, uint64_t c, int ns, uint32_t* k,
-                 uint64_t kstride, float* w, uint64_t nbmax) {
+                 uint64_t kstride, float* w, uint64_t nbmax, uint64_t* rec) {
   const float fs = float(g.s);
+  const uint64_t rstride = g.E + nbmax + 8;  // one record per triple (<= E) and per bucket jump
   WStream st[4];
+  Stream sst[4];
   for (int i = 0; i < ns; ++i) {
     const uint64_t cc = c + uint64_t(i);
     const uint64_t lo = cc * g.E, hi = std::min(g.n, lo + g.E);
@@ -1759,24 +1866,47 @@ void wide_stage1(const Geom& g, const Header& h, const std::vector<uint64_t>& of
       if (nbits >= 0x7F800000u) corrupt("negative or non-finite bucket scale");
       wi[bi] = ref::u2f(nbits) / fs;
     }
-    wstream_init(st[i], p + 4 * nb, len - 4 * nb, k + uint64_t(i) * kstride, hi - lo);
+    uint32_t* const ki = k + uint64_t(i) * kstride;
+    if (g.sparse) {
+      // the Stream's byte pointers count elements here (k0 + M stays inside the 4M-byte region)
+      stream_init(sst[i], p + 4 * nb, len - 4 * nb, reinterpret_cast<uint8_t*>(ki), hi - lo,
+                  h.payload + h.payload_bytes);
+      std::memset(ki, 0, size_t(hi - lo) * 4);
+      sst[i].rq64 = rec + uint64_t(i) * rstride;
+      sparse_start<true>(sst[i], g.b);
+    } else {
+      wstream_init(st[i], p + 4 * nb, len - 4 * nb, ki, hi - lo);
+    }
   }
-  wide_streams(st, ns, g.s, floor_log2_u64(uint64_t(g.s) + 1));
+  if (!g.sparse) {
+    wide_streams(st, ns, g.s, floor_log2_u64(uint64_t(g.s) + 1));
+    return;
+  }
+  sparse_wide_streams(sst, ns, g.s, floor_log2_u64(g.s));
+  for (int i = 0; i < ns; ++i) {  // the symbols into the zeroed regions, now that every stream is validated
+    uint32_t* q = k + uint64_t(i) * kstride;
+    for (const uint64_t* r = rec + uint64_t(i) * rstride; r < sst[i].rq64; ++r) {
+      q += uint32_t(*r);
+      q[-1] = uint32_t(*r >> 32);
+    }
+  }
 }
 
-// The wide gamma path (s >= 128) over chunks [c0, c1), four at a time: stage 1 (validation) and, when STORE,
+// The wide path (s >= 128) over chunks [c0, c1), four at a time: stage 1 (validation) and, when STORE,
 // stage 2. kdst (decode-add): stage 1 only, each chunk's symbols at kdst + chunk * E (the caller runs stage 2).
 template <Out MODE, bool STORE>
 void wide_chunks(const Geom& g, const Header& h, const std::vector<uint64_t>& off, uint64_t c0, uint64_t c1,
                  float* out, float alpha, uint32_t* kdst = nullptr) {
   static thread_local std::vector<uint32_t> ks;
   static thread_local std::vector<float> ws;
+  static thread_local std::vector<uint64_t> rs;
   const uint64_t nbmax = (g.E + g.b - 1) / g.b;
   if (ks.size() < 4 * g.E) ks.resize(size_t(4 * g.E));
   if (ws.size() < 4 * nbmax) ws.resize(size_t(4 * nbmax));
+  if (g.sparse && rs.size() < 4 * (g.E + nbmax + 8)) rs.resize(size_t(4 * (g.E + nbmax + 8)));
   for (uint64_t c = c0; c < c1; c += 4) {
     const int ns = int(std::min<uint64_t>(4, c1 - c));
-    wide_stage1(g, h, off, c, ns, kdst ? kdst + c * g.E : ks.data(), g.E, ws.data(), nbmax);
+    wide_stage1(g, h, off, c, ns, kdst ? kdst + c * g.E : ks.data(), g.E, ws.data(), nbmax, rs.data());
     if (STORE)
       for (int i = 0; i < ns; ++i) {
         const uint64_t lo = (c + uint64_t(i)) * g.E, hi = std::min(g.n, lo + g.E);
@@ -1879,7 +2009,11 @@ uint64_t qsgd_var_encode(EncodeArgs& a) {
 
 namespace {
 bool use_fast(const Geom& g) { return g.s <= kFastMaxS && g.E <= kFastMaxE; }
-bool use_wide(const Geom& g) { return !g.sparse && g.s > kFastMaxS && g.E <= kFastMaxE; }
+// s >= 128 (both codings; sparse when a whole triple fits in one peek, see sparse_wide_lockstep).
+bool use_wide(const Geom& g) {
+  return g.s > kFastMaxS && g.E <= kFastMaxE &&
+         (!g.sparse || floor_log2_u64(g.b) + floor_log2_u64(g.s) <= 27);
+}
 
 // The decode-add symbol scratch (n bytes) is lent from one cached buffer, the largest asked for so far (at most
 // kAddScratchMaxN + kSlack bytes, kept for the life of the process), to one call at a time; a call that finds it

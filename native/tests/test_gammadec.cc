@@ -1,4 +1,4 @@
-// Parity checks of the fast qsgd gamma/sparse decoders (s <= 127, and gamma's wide path for 128 <= s <= 65535;
+// Parity checks of the fast qsgd gamma/sparse decoders (s <= 127, and the wide paths for 128 <= s <= 65535;
 // native/codecs/gamma.cc): the SIMD decode, the
 // non-temporal decode (n >= 2^20, every output alignment), the one-pass decode-add (symbol scratch of the whole
 // packet) against the scalar path (decode_chunk), bit for bit; corrupt chunks anywhere (first, middle, last) give
@@ -171,8 +171,8 @@ static void boundary_checks(const Bytes& pk, uint64_t n, const char* what) {
 int main() {
   std::mt19937_64 rng(20240601);
   // small and medium sizes, every s of the table stage 2 (s <= 7), some of the computed one (8..127), and s >= 128
-  // (gamma: the wide path, codes of up to 33 bits and 17-bit symbols; sparse: the generic decoder on both sides),
-  // bucket sizes with b % 16 != 0, chunk tails
+  // (the wide paths: codes of up to 33 bits, 17-bit symbols, sparse records of 64 bits), bucket sizes with
+  // b % 16 != 0, chunk tails
   const uint64_t sizes[] = {1, 15, 17, 100, 2047, 2048, 2049, 4096 * 4 + 13, 70001};
   const uint32_t buckets[] = {1, 7, 16, 100, 512, 2048, 5000};
   const uint32_t levels[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 31, 64, 127, 128, 129, 255, 1000, 65535};
@@ -252,10 +252,11 @@ int main() {
       }
     }
   }
-  // gamma, wide path: a level above s. A packet made at s (L-infinity norm: every bucket's largest element has
+  // wide paths (gamma and sparse): a level above s. A packet made at s (L-infinity norm: every bucket's largest element has
   // level s) is given a header that says s2 < s with the same code length bound (floor(log2(s2 + 1)) = that of s),
   // so only the level check can reject it: the scalar path, the SIMD decode and decode-add (acc untouched) must.
   // With s2 > s instead, the packet is valid and both paths decode it alike.
+  for (int coding : {1, 2})
   for (uint32_t s : {200u, 1000u, 60000u})
     for (uint64_t n : {uint64_t(700), uint64_t(70001)})
       for (int up = 0; up < 2; ++up) {
@@ -264,7 +265,7 @@ int main() {
         p.codec = QSGD;
         p.levels = s;
         p.bucket = 512;
-        p.coding = CODING_GAMMA;
+        p.coding = Coding(coding);
         p.norm = NORM_LINF;
         p.seed_given = true;
         p.seed = rng();
@@ -274,7 +275,8 @@ int main() {
         std::memcpy(b.data() + (h.params - b.data()), &s2, 4);
         fix_crc(b);
         char what[120];
-        std::snprintf(what, sizeof what, "wide level check s %u -> %u n %llu", s, s2, (unsigned long long)n);
+        std::snprintf(what, sizeof what, "wide level check coding %d s %u -> %u n %llu", coding, s, s2,
+                      (unsigned long long)n);
         if (up) {
           parity(p, b, n, what);
           continue;
@@ -293,11 +295,10 @@ int main() {
           CHECK_MSG(untouched, "%s: decode-add changed acc", what);
         }
       }
-  // large: non-temporal stores (n >= 2^20), both phases of 16 mod 32, the add scratch (gamma s = 255 and 65535:
-  // the wide path; sparse at those s: the generic decoder)
+  // large: non-temporal stores (n >= 2^20), both phases of 16 mod 32, the add scratch (s = 255 and 65535: the
+  // wide paths)
   for (int coding : {1, 2})
     for (uint32_t s : {1u, 4u, 7u, 8u, 127u, 255u, 65535u}) {
-      if (coding == 2 && s > 127) continue;
       const uint64_t n = (uint64_t(1) << 20) + 37;
       const std::vector<float> x = data(n, s == 7 ? 1 : 0, rng);
       Params p;
