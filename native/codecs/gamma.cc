@@ -1417,9 +1417,10 @@ void sparse_streams(Stream* st, int ns, const SpTab& T, uint32_t s, int maxN_z) 
 // ---- gamma stage 1 for 128 <= s <= 65535 ("wide": symbols k = 2*zeta + sign need 9 to 17 bits, kept as uint32)
 // Codes of zeta + 1 up to 65536 take up to 33 bits, too long for the 12-bit peek tables, so each step decodes one
 // symbol from a 57-bit peek by tzcnt (N leading zeros, value, then the sign bit when zeta > 0: at most 2N + 2 <= 34
-// bits). Four chunks run in lockstep like the byte path; the steps take no branches: a zero count above maxN (a
-// code too long, or no 1 bit in the peek) or a level above s sets a flag (N clamped to maxN so the shifts stay
-// defined), checked after each batch, and the batch is bounded so that every 8-byte load stays inside the chunk.
+// bits). Four chunks run in lockstep like the byte path; the steps take no branches: a code too long (or no 1 bit
+// in the peek) or a level above s is found by one check after the batch, and each step's advance is clamped to
+// the 2N + 2 bits of the longest valid code, so that with the batch bound every 8-byte load stays inside the chunk
+// whatever the bits are.
 // Stage 2 maps the symbols with floats16_cvt<uint32_t>, the same float operations as qsgd_value.
 struct WStream {
   const uint8_t* base;
@@ -1487,7 +1488,10 @@ GZ_AVX2 void wide_lockstep(WStream** sp, uint32_t s, uint64_t maxbits) {
         vmax = v > vmax ? v : vmax;
         const uint64_t len = 2 * N + 1, nz = (N + 63) >> 6;  // zeta > 0 iff N > 0 (N <= 63)
         *kp[i]++ = uint32_t(2 * v - 2 + ((w >> (len & 63)) & nz));
-        bp[i] += len + nz;
+        // a corrupt code (N > maxN) would move bp further than the batch bound allows: clamp the step (the
+        // batch is rejected by the v check anyway)
+        const uint64_t adv = len + nz;
+        bp[i] += adv < maxbits ? adv : maxbits;
       }
     }
     if (vmax > uint64_t(s) + 1) corrupt("Elias-gamma code too long or level above s");
@@ -1567,7 +1571,10 @@ GZ_AVX2 void sparse_wide_lockstep(Stream** sp, uint32_t s, uint64_t maxbits) {
         vmax = v > vmax ? v : vmax;
         kp[i] += r1;
         *rq[i]++ = r1 | (2 * v + ((w2 >> (l2 & 63)) & 1)) << 32;
-        bp[i] += l1 + l2 + 1;
+        // corrupt codes could move bp further than the batch bound allows: clamp the step (such a batch is
+        // rejected: a run code too long gives r1 > the bucket, a level code too long v > s)
+        const uint64_t adv = l1 + l2 + 1;
+        bp[i] += adv < maxbits ? adv : maxbits;
       }
     }
     if (rhi) corrupt("zero run past the bucket end");

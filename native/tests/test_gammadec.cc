@@ -295,6 +295,46 @@ int main() {
           CHECK_MSG(untouched, "%s: decode-add changed acc", what);
         }
       }
+  // wide paths: a chunk whose bit stream is all zero bits (every peek has no 1 bit: a code "too long"). The steps
+  // must not move past the batch bound (a step that took the 64 + 64 bits of such a peek read past the packet's end,
+  // found by the fuzzer); the last chunk ends 4 bytes before the packet does, so ASan sees any read past it.
+  for (int coding : {1, 2})
+    for (uint32_t s : {200u, 60000u})
+      for (uint64_t n : {uint64_t(700), uint64_t(9000)}) {
+        const std::vector<float> x = data(n, 0, rng);
+        Params p;
+        p.codec = QSGD;
+        p.levels = s;
+        p.bucket = 128;
+        p.coding = Coding(coding);
+        p.seed_given = true;
+        p.seed = rng();
+        const Bytes pk = enc(p, x);
+        const Header h = parse(pk.data(), pk.size());
+        const uint64_t C = h.chunk_count, E = 2048;  // bucket 128: 16 buckets per chunk
+        uint64_t off = uint64_t(h.payload - pk.data());
+        for (uint64_t c = 0; c < C; ++c) {
+          uint32_t l;
+          std::memcpy(&l, h.chunk_table + 4 * c, 4);
+          const uint64_t m = std::min<uint64_t>(E, n - c * E), nb = (m + 127) / 128;
+          if (c == 0 || c + 1 == C) {
+            Bytes b = pk;
+            for (uint64_t j = off + 4 * nb; j < off + l; ++j) b[size_t(j)] = 0;
+            fix_crc(b);
+            char what[120];
+            std::snprintf(what, sizeof what, "zero stream coding %d s %u n %llu chunk %llu", coding, s,
+                          (unsigned long long)n, (unsigned long long)c);
+            Out r(n, 0, 3.f), v(n, 4, 3.f), a(n, 4, 0.5f);
+            CHECK_MSG(err_of([&] { decode(b.data(), b.size(), r.p(), n, false, 1.f, 1, true); }) == ErrCode::CORRUPT,
+                      "%s: scalar", what);
+            CHECK_MSG(err_of([&] { decode(b.data(), b.size(), v.p(), n, false, 1.f, 1, false); }) == ErrCode::CORRUPT,
+                      "%s: simd", what);
+            CHECK_MSG(err_of([&] { decode(b.data(), b.size(), a.p(), n, true, 0.25f, 1, false); }) == ErrCode::CORRUPT,
+                      "%s: decode-add", what);
+          }
+          off += l;
+        }
+      }
   // large: non-temporal stores (n >= 2^20), both phases of 16 mod 32, the add scratch (s = 255 and 65535: the
   // wide paths)
   for (int coding : {1, 2})
