@@ -19,6 +19,7 @@
 #include <new>
 #include <mutex>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "core/bitio.h"
@@ -1057,14 +1058,28 @@ inline uint64_t peek_abs(uint64_t bp) {
   return load_u64le(reinterpret_cast<const uint8_t*>(uintptr_t(bp >> 3))) >> (bp & 7);
 }
 
-// One stream (chunk) of stage 1.
-struct Stream {
+// A chunk's bit stream as stage 1 walks it.
+struct BitSpan {
   const uint8_t* base;  // bit stream
   uint64_t nbytes;
   uint64_t bp;          // bit pointer: address * 8 + bit
-  uint64_t blim;        // a table step may load 8 bytes at bp when bp <= blim
+  uint64_t blim;        // a step may load 8 bytes at bp when bp <= blim
   uint64_t bend_bits;   // bit pointer of the stream's end
   bool fast;            // nbytes >= 8 (blim valid)
+};
+
+inline void span_init(BitSpan& st, const uint8_t* p, uint64_t len) {
+  st.base = p;
+  st.nbytes = len;
+  st.bp = uint64_t(uintptr_t(p)) * 8;
+  st.fast = len >= 8;
+  // a step at bp loads bytes [bp >> 3, (bp >> 3) + 8): bp <= 8 * (base + len - 8) + 7
+  st.blim = st.fast ? uint64_t(uintptr_t(p + len - 8)) * 8 + 7 : 0;
+  st.bend_bits = uint64_t(uintptr_t(p + len)) * 8;
+}
+
+// One stream (chunk) of stage 1.
+struct Stream : BitSpan {
   uint64_t bfast;       // sparse: a step may load 8 bytes at bp when bp <= bfast (inside the packet's payload)
   uint8_t* k0;          // region: symbols of the chunk's elements
   uint8_t* kp;          // next symbol (gamma) / next element (sparse)
@@ -1080,13 +1095,7 @@ struct Stream {
 };
 
 void stream_init(Stream& st, const uint8_t* p, uint64_t len, uint8_t* k0, uint64_t M, const uint8_t* pend) {
-  st.base = p;
-  st.nbytes = len;
-  st.bp = uint64_t(uintptr_t(p)) * 8;
-  st.fast = len >= 8;
-  // a step at bp loads bytes [bp >> 3, (bp >> 3) + 8): bp <= 8 * (base + len - 8) + 7
-  st.blim = st.fast ? uint64_t(uintptr_t(p + len - 8)) * 8 + 7 : 0;
-  st.bend_bits = uint64_t(uintptr_t(p + len)) * 8;
+  span_init(st, p, len);
   st.bfast = pend - p >= 8 ? uint64_t(uintptr_t(pend - 8)) * 8 + 7 : 0;
   st.k0 = st.kp = k0;
   st.kend = k0 + M;
@@ -1389,30 +1398,6 @@ void sparse_lockstep(Stream** sp, const SpTab& T, uint32_t s, int maxN_z, uint64
   }
 }
 
-void sparse_streams(Stream* st, int ns, const SpTab& T, uint32_t s, int maxN_z) {
-  Stream* act[4];
-  int na = 0;
-  uint64_t maxbits = 12;
-  for (int i = 0; i < ns; ++i) {
-    act[na++] = &st[i];
-    // the longest triple: gamma(r + 1) with r + 1 <= 2^(maxN_r + 1) - 1, gamma(zeta), the sign
-    maxbits = std::max<uint64_t>(maxbits, uint64_t(2 * floor_log2_u64(st[i].b) + 1 + 2 * maxN_z + 1 + 1));
-  }
-  while (na > 0) {
-    if (na == 4) sparse_lockstep<4>(act, T, s, maxN_z, maxbits);
-    else if (na == 3) sparse_lockstep<3>(act, T, s, maxN_z, maxbits);
-    else if (na == 2) sparse_lockstep<2>(act, T, s, maxN_z, maxbits);
-    else sparse_lockstep<1>(act, T, s, maxN_z, maxbits);
-    int j = 0;
-    for (int i = 0; i < na; ++i) {
-      Stream& x = *act[i];
-      if (!x.done && x.left == 0) sparse_next_bucket(x);
-      if (!x.done && x.bp > x.bfast) sparse_finish(x, T, s, maxN_z);
-      if (!x.done) act[j++] = act[i];
-    }
-    na = j;
-  }
-}
 
 // ---- gamma stage 1 for 128 <= s <= 65535 ("wide": symbols k = 2*zeta + sign need 9 to 17 bits, kept as uint32)
 // Codes of zeta + 1 up to 65536 take up to 33 bits, too long for the 12-bit peek tables, so each step decodes one
@@ -1422,24 +1407,13 @@ void sparse_streams(Stream* st, int ns, const SpTab& T, uint32_t s, int maxN_z) 
 // the 2N + 2 bits of the longest valid code, so that with the batch bound every 8-byte load stays inside the chunk
 // whatever the bits are.
 // Stage 2 maps the symbols with floats16_cvt<uint32_t>, the same float operations as qsgd_value.
-struct WStream {
-  const uint8_t* base;
-  uint64_t nbytes;
-  uint64_t bp;         // bit pointer: address * 8 + bit
-  uint64_t blim;       // a step may load 8 bytes at bp when bp <= blim (fast only)
-  uint64_t bend_bits;  // bit pointer of the chunk's end
-  bool fast;           // nbytes >= 8
+struct WStream : BitSpan {
   uint32_t* kp;
   uint32_t* kend;
 };
 
 void wstream_init(WStream& st, const uint8_t* p, uint64_t len, uint32_t* k0, uint64_t M) {
-  st.base = p;
-  st.nbytes = len;
-  st.bp = uint64_t(uintptr_t(p)) * 8;
-  st.fast = len >= 8;
-  st.blim = st.fast ? uint64_t(uintptr_t(p + len - 8)) * 8 + 7 : 0;
-  st.bend_bits = uint64_t(uintptr_t(p + len)) * 8;
+  span_init(st, p, len);
   st.kp = k0;
   st.kend = k0 + M;
 }
@@ -1465,6 +1439,14 @@ void wide_finish(WStream& st, uint32_t s, int maxN) {
   st.bp = uint64_t(uintptr_t(st.base)) * 8 + br.pos;
 }
 
+// The Elias-gamma value at the bottom of w and its count of leading zeros N. Defined for any bits: N <= 63 (the
+// or), shift counts mod 64 (shrx), bzhi for any count; a value from a code too long is >= 2^N, which the callers'
+// checks reject.
+GZ_AVX2 inline uint64_t peek_gamma(uint64_t w, uint64_t& N) {
+  N = uint64_t(unsigned(__builtin_ctzll(w | (uint64_t(1) << 63))));
+  return _bzhi_u64(w >> ((N + 1) & 63), unsigned(N)) | (uint64_t(1) << (N & 63));
+}
+
 template <int NS>
 GZ_AVX2 void wide_lockstep(WStream** sp, uint32_t s, uint64_t maxbits) {
   uint64_t bp[NS];
@@ -1483,8 +1465,8 @@ GZ_AVX2 void wide_lockstep(WStream** sp, uint32_t s, uint64_t maxbits) {
 #pragma GCC unroll 4
       for (int i = 0; i < NS; ++i) {
         const uint64_t w = peek_abs(bp[i]);
-        const uint64_t N = uint64_t(unsigned(__builtin_ctzll(w | (uint64_t(1) << 63))));
-        const uint64_t v = _bzhi_u64(w >> ((N + 1) & 63), unsigned(N)) | (uint64_t(1) << (N & 63));
+        uint64_t N;
+        const uint64_t v = peek_gamma(w, N);
         vmax = v > vmax ? v : vmax;
         const uint64_t len = 2 * N + 1, nz = (N + 63) >> 6;  // zeta > 0 iff N > 0 (N <= 63)
         *kp[i]++ = uint32_t(2 * v - 2 + ((w >> (len & 63)) & nz));
@@ -1560,12 +1542,11 @@ GZ_AVX2 void sparse_wide_lockstep(Stream** sp, uint32_t s, uint64_t maxbits) {
 #pragma GCC unroll 4
       for (int i = 0; i < NS; ++i) {
         const uint64_t w = peek_abs(bp[i]);
-        const uint64_t N1 = uint64_t(unsigned(__builtin_ctzll(w | (uint64_t(1) << 63))));
-        const uint64_t r1 = _bzhi_u64(w >> ((N1 + 1) & 63), unsigned(N1)) | (uint64_t(1) << (N1 & 63));
+        uint64_t N1, N2;
+        const uint64_t r1 = peek_gamma(w, N1);
         const uint64_t l1 = 2 * N1 + 1;
         const uint64_t w2 = w >> (l1 & 63);
-        const uint64_t N2 = uint64_t(unsigned(__builtin_ctzll(w2 | (uint64_t(1) << 63))));
-        const uint64_t v = _bzhi_u64(w2 >> ((N2 + 1) & 63), unsigned(N2)) | (uint64_t(1) << (N2 & 63));
+        const uint64_t v = peek_gamma(w2, N2);
         const uint64_t l2 = 2 * N2 + 1;
         rhi |= r1 >> 17;
         vmax = v > vmax ? v : vmax;
@@ -1600,24 +1581,39 @@ GZ_AVX2 void sparse_wide_lockstep(Stream** sp, uint32_t s, uint64_t maxbits) {
   }
 }
 
-void sparse_wide_streams(Stream* st, int ns, uint32_t s, int maxN_z) {
+
+// Stage 1 of up to four sparse streams: lockstep batches, then bucket moves and the checked tails of the streams
+// that left the batch bound. WIDE: s >= 128 (sparse_wide_lockstep, 64-bit records; T unused).
+template <bool WIDE>
+void sparse_streams(Stream* st, int ns, const SpTab* T, uint32_t s, int maxN_z) {
   Stream* act[4];
   int na = 0;
-  uint64_t maxbits = 0;
+  uint64_t maxbits = 12;
   for (int i = 0; i < ns; ++i) {
     act[na++] = &st[i];
+    // the longest triple: gamma(r + 1) with r + 1 <= 2^(maxN_r + 1) - 1, gamma(zeta), the sign
     maxbits = std::max<uint64_t>(maxbits, uint64_t(2 * floor_log2_u64(st[i].b) + 1 + 2 * maxN_z + 1 + 1));
   }
   while (na > 0) {
-    if (na == 4) sparse_wide_lockstep<4>(act, s, maxbits);
-    else if (na == 3) sparse_wide_lockstep<3>(act, s, maxbits);
-    else if (na == 2) sparse_wide_lockstep<2>(act, s, maxbits);
-    else sparse_wide_lockstep<1>(act, s, maxbits);
+    if constexpr (WIDE) {
+      if (na == 4) sparse_wide_lockstep<4>(act, s, maxbits);
+      else if (na == 3) sparse_wide_lockstep<3>(act, s, maxbits);
+      else if (na == 2) sparse_wide_lockstep<2>(act, s, maxbits);
+      else sparse_wide_lockstep<1>(act, s, maxbits);
+    } else {
+      if (na == 4) sparse_lockstep<4>(act, *T, s, maxN_z, maxbits);
+      else if (na == 3) sparse_lockstep<3>(act, *T, s, maxN_z, maxbits);
+      else if (na == 2) sparse_lockstep<2>(act, *T, s, maxN_z, maxbits);
+      else sparse_lockstep<1>(act, *T, s, maxN_z, maxbits);
+    }
     int j = 0;
     for (int i = 0; i < na; ++i) {
       Stream& x = *act[i];
-      if (!x.done && x.left == 0) sparse_next_bucket<true>(x);
-      if (!x.done && x.bp > x.bfast) sparse_wide_finish(x, s, maxN_z);
+      if (!x.done && x.left == 0) sparse_next_bucket<WIDE>(x);
+      if (!x.done && x.bp > x.bfast) {
+        if constexpr (WIDE) sparse_wide_finish(x, s, maxN_z);
+        else sparse_finish(x, *T, s, maxN_z);
+      }
       if (!x.done) act[j++] = act[i];
     }
     na = j;
@@ -1787,24 +1783,38 @@ GZ_AVX2 void chunk_floats(uint32_t s, const uint8_t* k, uint64_t M, uint64_t b, 
   else chunk_floats<MODE, false>(k, M, b, w, out, alpha);
 }
 
+// Chunk cc's element range, bucket count and bytes; its bucket scales w[bi] = N / s (checked finite, >= 0).
+struct ChunkHead {
+  uint64_t lo, hi, nb;
+  const uint8_t* p;  // the chunk (scales, then the bit stream)
+  uint64_t len;
+};
+ChunkHead chunk_head(const Geom& g, const Header& h, const std::vector<uint64_t>& off, uint64_t cc, float* w) {
+  ChunkHead ch;
+  ch.lo = cc * g.E;
+  ch.hi = std::min(g.n, ch.lo + g.E);
+  ch.nb = (ch.hi - ch.lo + g.b - 1) / g.b;
+  ch.p = h.payload + off[cc];
+  ch.len = off[cc + 1] - off[cc];
+  if (ch.len < 4 * ch.nb) corrupt("chunk shorter than its scales");
+  const float fs = float(g.s);
+  for (uint64_t bi = 0; bi < ch.nb; ++bi) {
+    const uint32_t nbits = load_u32le(ch.p + 4 * bi);
+    if (nbits >= 0x7F800000u) corrupt("negative or non-finite bucket scale");
+    w[bi] = ref::u2f(nbits) / fs;
+  }
+  return ch;
+}
+
 // Stage 1 of chunks [c, c + ns) (ns <= 4) into S (regions), with their scales; validates everything.
 void stage1(const Geom& g, const Header& h, const std::vector<uint64_t>& off, uint64_t c, int ns, FastScratch& S,
             uint8_t* kdst) {
   Stream st[4];
-  const float fs = float(g.s);
   for (int i = 0; i < ns; ++i) {
-    const uint64_t cc = c + uint64_t(i);
-    const uint64_t lo = cc * g.E, hi = std::min(g.n, lo + g.E);
-    const uint64_t nb = (hi - lo + g.b - 1) / g.b;
-    const uint8_t* p = h.payload + off[cc];
-    const uint64_t len = off[cc + 1] - off[cc];
-    if (len < 4 * nb) corrupt("chunk shorter than its scales");
-    float* w = S.w.data() + uint64_t(i) * S.nbmax;
-    for (uint64_t bi = 0; bi < nb; ++bi) {
-      const uint32_t nbits = load_u32le(p + 4 * bi);
-      if (nbits >= 0x7F800000u) corrupt("negative or non-finite bucket scale");
-      w[bi] = ref::u2f(nbits) / fs;
-    }
+    const ChunkHead ch = chunk_head(g, h, off, c + uint64_t(i), S.w.data() + uint64_t(i) * S.nbmax);
+    const uint64_t lo = ch.lo, hi = ch.hi;
+    const uint8_t* p = ch.p;
+    const uint64_t len = ch.len, nb = ch.nb;
     uint8_t* k0 = kdst ? kdst + (lo - c * g.E) : S.k.data() + uint64_t(i) * S.stride;
     stream_init(st[i], p + 4 * nb, len - 4 * nb, k0, hi - lo, h.payload + h.payload_bytes);
     if (g.sparse) {
@@ -1814,7 +1824,7 @@ void stage1(const Geom& g, const Header& h, const std::vector<uint64_t>& off, ui
     }
   }
   if (g.sparse) {
-    sparse_streams(st, ns, sparse_dtab(g.s), g.s, floor_log2_u64(g.s));
+    sparse_streams<false>(st, ns, &sparse_dtab(g.s), g.s, floor_log2_u64(g.s));
     for (int i = 0; i < ns; ++i) sparse_expand(st[i].k0, S.rec.data() + uint64_t(i) * S.rstride, st[i].rq);
   } else gamma_streams(st, ns, gamma_dtab(g.s), g.s, floor_log2_u64(uint64_t(g.s) + 1));
 }
@@ -1856,23 +1866,14 @@ void fast_chunks(const Geom& g, const Header& h, const std::vector<uint64_t>& of
 // bucket scales at w + i * nbmax; sparse records at rec + i * (E + nbmax + 8). Validates everything.
 void wide_stage1(const Geom& g, const Header& h, const std::vector<uint64_t>& off, uint64_t c, int ns, uint32_t* k,
                  uint64_t kstride, float* w, uint64_t nbmax, uint64_t* rec) {
-  const float fs = float(g.s);
   const uint64_t rstride = g.E + nbmax + 8;  // one record per triple (<= E) and per bucket jump
   WStream st[4];
   Stream sst[4];
   for (int i = 0; i < ns; ++i) {
-    const uint64_t cc = c + uint64_t(i);
-    const uint64_t lo = cc * g.E, hi = std::min(g.n, lo + g.E);
-    const uint64_t nb = (hi - lo + g.b - 1) / g.b;
-    const uint8_t* p = h.payload + off[cc];
-    const uint64_t len = off[cc + 1] - off[cc];
-    if (len < 4 * nb) corrupt("chunk shorter than its scales");
-    float* wi = w + uint64_t(i) * nbmax;
-    for (uint64_t bi = 0; bi < nb; ++bi) {
-      const uint32_t nbits = load_u32le(p + 4 * bi);
-      if (nbits >= 0x7F800000u) corrupt("negative or non-finite bucket scale");
-      wi[bi] = ref::u2f(nbits) / fs;
-    }
+    const ChunkHead ch = chunk_head(g, h, off, c + uint64_t(i), w + uint64_t(i) * nbmax);
+    const uint64_t lo = ch.lo, hi = ch.hi;
+    const uint8_t* p = ch.p;
+    const uint64_t len = ch.len, nb = ch.nb;
     uint32_t* const ki = k + uint64_t(i) * kstride;
     if (g.sparse) {
       // the Stream's byte pointers count elements here (k0 + M stays inside the 4M-byte region)
@@ -1889,7 +1890,7 @@ void wide_stage1(const Geom& g, const Header& h, const std::vector<uint64_t>& of
     wide_streams(st, ns, g.s, floor_log2_u64(uint64_t(g.s) + 1));
     return;
   }
-  sparse_wide_streams(sst, ns, g.s, floor_log2_u64(g.s));
+  sparse_streams<true>(sst, ns, nullptr, g.s, floor_log2_u64(g.s));
   for (int i = 0; i < ns; ++i) {  // the symbols into the zeroed regions, now that every stream is validated
     uint32_t* q = k + uint64_t(i) * kstride;
     for (const uint64_t* r = rec + uint64_t(i) * rstride; r < sst[i].rq64; ++r) {
@@ -2086,6 +2087,60 @@ void qsgd_var_validate(const Header& h, int threads) {
   });
 }
 
+namespace {
+// The fast paths' decode: byte symbols (s <= 127) or, WIDE, 32-bit symbols (s >= 128). Decode-add: stage 1 of
+// every chunk into one scratch (n bytes, or 4n when WIDE; this validates everything), then the adds; beyond
+// kAddScratchMaxN bytes, or when the scratch cannot be had, a validation pass, then stage 1 + 2 per group.
+template <bool WIDE>
+void decode_fast(const DecodeArgs& a, const Geom& g, const std::vector<uint64_t>& off) {
+  using KS = std::conditional_t<WIDE, uint32_t, uint8_t>;
+  const Header& h = *a.h;
+  const uint64_t ntask = (g.C + kGroup - 1) / kGroup;
+  std::optional<AddScratch> lease;
+  if (a.add && sizeof(KS) * g.n <= kAddScratchMaxN) lease.emplace(size_t(sizeof(KS) * g.n + (WIDE ? 0 : kSlack)));
+  KS* const ks = lease ? reinterpret_cast<KS*>(lease->get()) : nullptr;
+  if (ks) {
+    par_for(a.threads, ntask, [&](uint64_t t) {
+      const uint64_t c0 = t * kGroup, c1 = std::min(g.C, (t + 1) * kGroup);
+      if constexpr (WIDE) {
+        wide_chunks<Out::ADD, false>(g, h, off, c0, c1, nullptr, 0.f, ks);
+      } else {
+        static thread_local FastScratch S;
+        scratch_init(g, S);
+        for (uint64_t c = c0; c < c1; c += 4) stage1(g, h, off, c, int(std::min<uint64_t>(4, c1 - c)), S, ks + c * g.E);
+      }
+    });
+    par_for(a.threads, ntask, [&](uint64_t t) {
+      std::vector<float> w(size_t((g.E + g.b - 1) / g.b));
+      const float fs = float(g.s);
+      const uint64_t c1 = std::min(g.C, (t + 1) * kGroup);
+      for (uint64_t c = t * kGroup; c < c1; ++c) {
+        const uint64_t lo = c * g.E, hi = std::min(g.n, lo + g.E);
+        const uint64_t nb = (hi - lo + g.b - 1) / g.b;
+        for (uint64_t bi = 0; bi < nb; ++bi) w[bi] = ref::u2f(load_u32le(h.payload + off[c] + 4 * bi)) / fs;
+        if constexpr (WIDE) chunk_floats<Out::ADD, false, uint32_t>(ks + lo, hi - lo, g.b, w.data(), a.out + lo, a.alpha);
+        else chunk_floats<Out::ADD>(g.s, ks + lo, hi - lo, g.b, w.data(), a.out + lo, a.alpha);
+      }
+    });
+    return;
+  }
+  if (a.add) qsgd_var_validate(h, a.threads);
+  const bool nt = !a.add && g.n >= kNtMinN && g.b % 16 == 0 && (uintptr_t(a.out) & 15) == 0;
+  par_for(a.threads, ntask, [&](uint64_t t) {
+    const uint64_t c0 = t * kGroup, c1 = std::min(g.C, (t + 1) * kGroup);
+    if constexpr (WIDE) {
+      if (a.add) wide_chunks<Out::ADD, true>(g, h, off, c0, c1, a.out, a.alpha);
+      else if (nt) wide_chunks<Out::NT, true>(g, h, off, c0, c1, a.out, 0.f);
+      else wide_chunks<Out::PLAIN, true>(g, h, off, c0, c1, a.out, 0.f);
+    } else {
+      if (a.add) fast_chunks<Out::ADD, true>(g, h, off, c0, c1, a.out, a.alpha);
+      else if (nt) fast_chunks<Out::NT, true>(g, h, off, c0, c1, a.out, 0.f);
+      else fast_chunks<Out::PLAIN, true>(g, h, off, c0, c1, a.out, 0.f);
+    }
+  });
+}
+}  // namespace
+
 // Decode-add validates the whole packet before its first store to acc (whatever the caller did before): the fast
 // path decodes the symbols of every chunk into one scratch of n bytes (stage 1, which validates), then adds
 // (stage 2); beyond kAddScratchMaxN elements (or when the scratch cannot be had), and on the generic path, a
@@ -2095,75 +2150,8 @@ void qsgd_var_decode(const DecodeArgs& a) {
   const Geom g = geom_checked(h);
   if (!g.C) return;
   const std::vector<uint64_t> off = chunk_offsets(h);
-  const uint64_t ntask = (g.C + kGroup - 1) / kGroup;
-  if (use_fast(g) && !a.scalar) {
-    std::optional<AddScratch> lease;
-    if (a.add && g.n <= kAddScratchMaxN) lease.emplace(size_t(g.n + kSlack));
-    uint8_t* const ks = lease ? lease->get() : nullptr;
-    if (ks) {
-      par_for(a.threads, ntask, [&](uint64_t t) {
-        static thread_local FastScratch S;
-        scratch_init(g, S);
-        const uint64_t c1 = std::min(g.C, (t + 1) * kGroup);
-        for (uint64_t c = t * kGroup; c < c1; c += 4)
-          stage1(g, h, off, c, int(std::min<uint64_t>(4, c1 - c)), S, ks + c * g.E);
-      });
-      par_for(a.threads, ntask, [&](uint64_t t) {
-        std::vector<float> w(size_t((g.E + g.b - 1) / g.b));
-        const float fs = float(g.s);
-        const uint64_t c1 = std::min(g.C, (t + 1) * kGroup);
-        for (uint64_t c = t * kGroup; c < c1; ++c) {
-          const uint64_t lo = c * g.E, hi = std::min(g.n, lo + g.E);
-          const uint64_t nb = (hi - lo + g.b - 1) / g.b;
-          for (uint64_t bi = 0; bi < nb; ++bi) w[bi] = ref::u2f(load_u32le(h.payload + off[c] + 4 * bi)) / fs;
-          chunk_floats<Out::ADD>(g.s, ks + lo, hi - lo, g.b, w.data(), a.out + lo, a.alpha);
-        }
-      });
-      return;
-    }
-    if (a.add) qsgd_var_validate(h, a.threads);
-    const bool nt = !a.add && g.n >= kNtMinN && g.b % 16 == 0 && (uintptr_t(a.out) & 15) == 0;
-    par_for(a.threads, ntask, [&](uint64_t t) {
-      const uint64_t c0 = t * kGroup, c1 = std::min(g.C, (t + 1) * kGroup);
-      if (a.add) fast_chunks<Out::ADD, true>(g, h, off, c0, c1, a.out, a.alpha);
-      else if (nt) fast_chunks<Out::NT, true>(g, h, off, c0, c1, a.out, 0.f);
-      else fast_chunks<Out::PLAIN, true>(g, h, off, c0, c1, a.out, 0.f);
-    });
-    return;
-  }
-  if (use_wide(g) && !a.scalar) {
-    // decode-add: stage 1 of every chunk into one scratch of 4n bytes (validates), then the adds; beyond
-    // kAddScratchMaxN bytes (or when the scratch cannot be had) a validation pass, then stage 1 + 2 per group
-    std::optional<AddScratch> lease;
-    if (a.add && 4 * g.n <= kAddScratchMaxN) lease.emplace(size_t(4 * g.n));
-    uint32_t* const ks = lease ? reinterpret_cast<uint32_t*>(lease->get()) : nullptr;
-    if (ks) {
-      par_for(a.threads, ntask, [&](uint64_t t) {
-        wide_chunks<Out::ADD, false>(g, h, off, t * kGroup, std::min(g.C, (t + 1) * kGroup), nullptr, 0.f, ks);
-      });
-      par_for(a.threads, ntask, [&](uint64_t t) {
-        std::vector<float> w(size_t((g.E + g.b - 1) / g.b));
-        const float fs = float(g.s);
-        const uint64_t c1 = std::min(g.C, (t + 1) * kGroup);
-        for (uint64_t c = t * kGroup; c < c1; ++c) {
-          const uint64_t lo = c * g.E, hi = std::min(g.n, lo + g.E);
-          const uint64_t nb = (hi - lo + g.b - 1) / g.b;
-          for (uint64_t bi = 0; bi < nb; ++bi) w[bi] = ref::u2f(load_u32le(h.payload + off[c] + 4 * bi)) / fs;
-          chunk_floats<Out::ADD, false, uint32_t>(ks + lo, hi - lo, g.b, w.data(), a.out + lo, a.alpha);
-        }
-      });
-      return;
-    }
-    if (a.add) qsgd_var_validate(h, a.threads);
-    const bool nt = !a.add && g.n >= kNtMinN && g.b % 16 == 0 && (uintptr_t(a.out) & 15) == 0;
-    par_for(a.threads, ntask, [&](uint64_t t) {
-      const uint64_t c0 = t * kGroup, c1 = std::min(g.C, (t + 1) * kGroup);
-      if (a.add) wide_chunks<Out::ADD, true>(g, h, off, c0, c1, a.out, a.alpha);
-      else if (nt) wide_chunks<Out::NT, true>(g, h, off, c0, c1, a.out, 0.f);
-      else wide_chunks<Out::PLAIN, true>(g, h, off, c0, c1, a.out, 0.f);
-    });
-    return;
-  }
+  if (use_fast(g) && !a.scalar) return decode_fast<false>(a, g, off);
+  if (use_wide(g) && !a.scalar) return decode_fast<true>(a, g, off);
   if (a.add) qsgd_var_validate(h, a.threads);
   par_for(a.threads, g.C, [&](uint64_t c) {
     const ChunkView ck{h.payload + off[c], off[c + 1] - off[c]};

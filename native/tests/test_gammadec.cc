@@ -168,6 +168,36 @@ static void boundary_checks(const Bytes& pk, uint64_t n, const char* what) {
   }
 }
 
+static Params qparams(uint32_t s, uint32_t b, int coding, uint64_t seed, Norm nm = NORM_L2) {
+  Params p;
+  p.codec = QSGD;
+  p.levels = s;
+  p.bucket = b;
+  p.coding = Coding(coding);
+  p.norm = nm;
+  p.seed_given = true;
+  p.seed = seed;
+  return p;
+}
+
+// The scalar path, the SIMD decode (one and two threads) and decode-add must all reject b with CORRUPT; decode-add
+// must leave acc untouched.
+static void expect_corrupt(const Bytes& b, uint64_t n, const char* what) {
+  Out r(n, 0, 3.f), v(n, 4, 3.f);
+  CHECK_MSG(err_of([&] { decode(b.data(), b.size(), r.p(), n, false, 1.f, 1, true); }) == ErrCode::CORRUPT,
+            "%s: scalar", what);
+  for (int th : {1, 2}) {
+    CHECK_MSG(err_of([&] { decode(b.data(), b.size(), v.p(), n, false, 1.f, th, false); }) == ErrCode::CORRUPT,
+              "%s: simd th %d", what, th);
+    Out a(n, 4, 0.5f);
+    CHECK_MSG(err_of([&] { decode(b.data(), b.size(), a.p(), n, true, 0.25f, th, false); }) == ErrCode::CORRUPT,
+              "%s: decode-add th %d", what, th);
+    bool untouched = true;
+    for (float f : a.buf) untouched &= f == 0.5f;
+    CHECK_MSG(untouched, "%s: decode-add changed acc", what);
+  }
+}
+
 int main() {
   std::mt19937_64 rng(20240601);
   // small and medium sizes, every s of the table stage 2 (s <= 7), some of the computed one (8..127), and s >= 128
@@ -261,14 +291,7 @@ int main() {
     for (uint64_t n : {uint64_t(700), uint64_t(70001)})
       for (int up = 0; up < 2; ++up) {
         const std::vector<float> x = data(n, 3, rng);
-        Params p;
-        p.codec = QSGD;
-        p.levels = s;
-        p.bucket = 512;
-        p.coding = Coding(coding);
-        p.norm = NORM_LINF;
-        p.seed_given = true;
-        p.seed = rng();
+        const Params p = qparams(s, 512, coding, rng(), NORM_LINF);
         Bytes b = enc(p, x);
         const Header h = parse(b.data(), b.size());
         const uint32_t s2 = up ? s + 40 : s - 40;  // down: 160, 960, 59960 keep floor(log2(s + 1))
@@ -277,23 +300,8 @@ int main() {
         char what[120];
         std::snprintf(what, sizeof what, "wide level check coding %d s %u -> %u n %llu", coding, s, s2,
                       (unsigned long long)n);
-        if (up) {
-          parity(p, b, n, what);
-          continue;
-        }
-        Out r(n, 0, 3.f), v(n, 4, 3.f);
-        CHECK_MSG(err_of([&] { decode(b.data(), b.size(), r.p(), n, false, 1.f, 1, true); }) == ErrCode::CORRUPT,
-                  "%s: scalar", what);
-        for (int th : {1, 2}) {
-          CHECK_MSG(err_of([&] { decode(b.data(), b.size(), v.p(), n, false, 1.f, th, false); }) == ErrCode::CORRUPT,
-                    "%s: simd th %d", what, th);
-          Out a(n, 4, 0.5f);
-          CHECK_MSG(err_of([&] { decode(b.data(), b.size(), a.p(), n, true, 0.25f, th, false); }) == ErrCode::CORRUPT,
-                    "%s: decode-add th %d", what, th);
-          bool untouched = true;
-          for (float f : a.buf) untouched &= f == 0.5f;
-          CHECK_MSG(untouched, "%s: decode-add changed acc", what);
-        }
+        if (up) parity(p, b, n, what);
+        else expect_corrupt(b, n, what);
       }
   // wide paths: a chunk whose bit stream is all zero bits (every peek has no 1 bit: a code "too long"). The steps
   // must not move past the batch bound (a step that took the 64 + 64 bits of such a peek read past the packet's end,
@@ -302,14 +310,7 @@ int main() {
     for (uint32_t s : {200u, 60000u})
       for (uint64_t n : {uint64_t(700), uint64_t(9000)}) {
         const std::vector<float> x = data(n, 0, rng);
-        Params p;
-        p.codec = QSGD;
-        p.levels = s;
-        p.bucket = 128;
-        p.coding = Coding(coding);
-        p.seed_given = true;
-        p.seed = rng();
-        const Bytes pk = enc(p, x);
+        const Bytes pk = enc(qparams(s, 128, coding, rng()), x);
         const Header h = parse(pk.data(), pk.size());
         const uint64_t C = h.chunk_count, E = 2048;  // bucket 128: 16 buckets per chunk
         uint64_t off = uint64_t(h.payload - pk.data());
@@ -324,13 +325,7 @@ int main() {
             char what[120];
             std::snprintf(what, sizeof what, "zero stream coding %d s %u n %llu chunk %llu", coding, s,
                           (unsigned long long)n, (unsigned long long)c);
-            Out r(n, 0, 3.f), v(n, 4, 3.f), a(n, 4, 0.5f);
-            CHECK_MSG(err_of([&] { decode(b.data(), b.size(), r.p(), n, false, 1.f, 1, true); }) == ErrCode::CORRUPT,
-                      "%s: scalar", what);
-            CHECK_MSG(err_of([&] { decode(b.data(), b.size(), v.p(), n, false, 1.f, 1, false); }) == ErrCode::CORRUPT,
-                      "%s: simd", what);
-            CHECK_MSG(err_of([&] { decode(b.data(), b.size(), a.p(), n, true, 0.25f, 1, false); }) == ErrCode::CORRUPT,
-                      "%s: decode-add", what);
+            expect_corrupt(b, n, what);
           }
           off += l;
         }
