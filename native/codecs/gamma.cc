@@ -1456,10 +1456,8 @@ GZ_AVX2 void wide_lockstep(WStream** sp, uint32_t s, uint64_t maxbits) {
     uint64_t K = kBatch;
     for (int i = 0; i < NS; ++i) K = std::min(K, wide_room(*sp[i], maxbits));
     if (K == 0) return;
-    // v = zeta + 1 from the code with N leading zeros; every shift count is taken mod 64 (shrx/shlx) and bzhi
-    // is defined for any count, so a corrupt peek gives some v, never undefined behaviour. v >= 2^N, so the one
-    // check v <= s + 1 (the largest v of the batch) also rejects N > maxN (2^(maxN + 1) > s + 1) and a peek
-    // with no 1 bit (N = 63 after the or).
+    // v = zeta + 1 (peek_gamma). v >= 2^N, so the one check v <= s + 1 (the largest v of the batch) also rejects
+    // N > maxN (2^(maxN + 1) > s + 1) and a peek with no 1 bit (N = 63).
     uint64_t vmax = 0;
     for (uint64_t t = 0; t < K; ++t) {
 #pragma GCC unroll 4
