@@ -172,15 +172,15 @@ static void test_qsgd_roundtrip() {
 }
 
 // The general sparse encoder (s > 127, or buckets larger than 2048 elements): a run code and the value code from
-// a table (s <= 4096) go into one flush when the run is shorter than 2^14; longer runs and s > 4096 take the
-// one-code-at-a-time writer. Zero runs of 20000 and of 9000 elements inside 40000-element buckets, against the
-// scalar encoder's bytes and the reference values.
+// a table (s <= 4096) go into one flush when the run is shorter than 2^14; longer runs and s > 4096 (5000, 65535)
+// take the one-code-at-a-time writer. Zero runs of 20000 and of 9000 elements inside 40000-element buckets, against
+// the scalar encoder's bytes and the reference values.
 static void test_sparse_general_encoder() {
   const uint64_t n = 100000;
   std::vector<float> x = gauss(n, 77);
   for (uint64_t i = 100; i < 20100; ++i) x[i] = 0.f;
   for (uint64_t i = 50000; i < 59000; ++i) x[i] = 0.f;
-  for (uint32_t s : {4u, 255u, 4096u, 5000u})
+  for (uint32_t s : {4u, 255u, 4096u, 5000u, 65535u})
     for (int nmi = 0; nmi < 2; ++nmi) {
       const uint64_t seed = 4242 + s;
       Params p = qp(s, 40000, CODING_SPARSE, Norm(nmi), seed);
